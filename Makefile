@@ -1,0 +1,34 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install clipfit when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# torch 2.14.1 / torchvision 0.29.1 are the tested pair (a CUDA build that also runs on CPU).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test setup lint shapes-model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m clipfit.demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Regenerate the shapes-world model shipped in clipfit/assets (deterministic for a seed; ~10 min on 2 cores).
+shapes-model: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m clipfit.pretrain_shapes --seed 0 --out clipfit/assets/shapes-vit-tiny.safetensors
+
+clean:
+	rm -rf runs reports .pytest_cache

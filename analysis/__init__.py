@@ -1,0 +1,1 @@
+"""Measurements on checkpoints and models, returned as tidy pandas tables (clipfit-analyze)."""

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``clipfit-train`` and ``clipfit-eval`` (``main(argv) -> int``)."""

@@ -1,0 +1,101 @@
+"""``clipfit-eval``: evaluate a trained run, on its own test set or on other datasets.
+
+Examples::
+
+    clipfit-eval --checkpoint runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-eval --checkpoint runs/imagenet/fewshot/clipfit/shots16/seed1 --data-root ~/data \\
+        --datasets imagenetv2 imagenet_sketch imagenet_a imagenet_r      # domain generalisation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clipfit.checkpoint import apply_checkpoint
+from clipfit.cli.common import run_command, setup_logging
+from clipfit.config import PRECISIONS
+from clipfit.run import build_trained_model, eval_targets, evaluate_run, load_run, prepare_data, results_table
+from clipfit.runtime import device_for, init_distributed, resolve_precision
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="clipfit-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint", required=True, metavar="RUN_DIR", help="a clipfit-train run directory (or its checkpoint file)"
+    )
+    p.add_argument("--datasets", nargs="+", help="target datasets (default: the run's own test set and setting)")
+    p.add_argument("--data-root", help="folder holding the target dataset folders")
+    p.add_argument("--out", help="where target results go (default <RUN_DIR>/eval/<dataset>/results.json)")
+    p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot comparison on targets")
+    p.add_argument("--model", help="override the recorded architecture (must fit the checkpoint)")
+    p.add_argument("--pretrained", help="override the recorded pretrained source (e.g. the weights file moved)")
+    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--device")
+    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--max-eval-images", type=int, help="cap test images per dataset (quick checks; not comparable)")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = init_distributed(args.device or "auto")
+    setup_logging(args.verbose, args.quiet, env.is_main)
+    overrides = {
+        "device": args.device,
+        "precision": args.precision,
+        "eval_batch_size": args.eval_batch_size,
+        "max_eval_images": args.max_eval_images,
+    }
+
+    def body() -> int:
+        run_dir = Path(args.checkpoint).expanduser()
+        if args.datasets:
+            out = Path(args.out) if args.out else (run_dir if run_dir.is_dir() else run_dir.parent) / "eval"
+            eval_targets(
+                run_dir,
+                args.datasets,
+                data_root=args.data_root,
+                out=out,
+                cfg_overrides=overrides,
+                zero_shot=not args.no_zero_shot,
+                model=args.model,
+                pretrained=args.pretrained,
+                env=env,
+            )
+            if env.is_main:
+                print(f"results: {out}/<dataset>/results.json")
+            return 0
+        cfg, ckpt = load_run(run_dir)
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, value)
+        if args.data_root:
+            cfg.data.data_root = args.data_root
+        device = device_for(env, cfg.device)
+        precision = resolve_precision(cfg.precision, device)
+        bundle = build_trained_model(ckpt, device, "final", args.model, args.pretrained)
+        data = prepare_data(cfg)
+        metrics = evaluate_run(bundle, data, cfg, device, precision, env)
+        zero_shot = ckpt.meta.get("zero_shot")
+        if zero_shot is None and not args.no_zero_shot:
+            apply_checkpoint(bundle.model, ckpt, "init", model_name=bundle.name)
+            zero_shot = evaluate_run(bundle, data, cfg, device, precision, env)
+        if env.is_main:
+            print(results_table({"recipe": cfg.recipe, "metrics": metrics, "zero_shot": zero_shot or metrics}))
+        return 0
+
+    return run_command(body)
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

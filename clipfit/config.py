@@ -1,0 +1,135 @@
+"""Typed settings of a run, and the paper's per-dataset defaults as data.
+
+The CLI maps argparse onto these dataclasses once; unset flags stay None and
+:func:`resolve` fills them from the dataset's defaults and the paper's values
+(PAPER.md sections 2-3): SGD lr 0.002, momentum 0.9, weight decay 5e-4, batch 32,
+one warm-up epoch at 1e-5, then cosine; 10 epochs for ImageNet and Food101, 100 otherwise;
+lambda 8 for base-to-new, and for few-shot 8 on DTD and SUN397, 2 elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clipfit.errors import ConfigError
+
+SETTINGS = ("base2new", "fewshot")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# ---------------------------------------------------------------------------- paper presets (data)
+PAPER_EPOCHS: dict[str, int] = {"imagenet": 10, "food101": 10}
+PAPER_DEFAULT_EPOCHS = 100
+PAPER_BASE2NEW_REG_WEIGHT = 8.0
+PAPER_FEWSHOT_REG_WEIGHT: dict[str, float] = {"dtd": 8.0, "sun397": 8.0}
+PAPER_DEFAULT_FEWSHOT_REG_WEIGHT = 2.0
+
+# Default (architecture, pretrained) per dataset; the benchmarks use CLIP ViT-B/16 from OpenAI.
+DATASET_DEFAULT_MODEL: dict[str, tuple[str, str]] = {
+    "shapes": ("shapes-vit-tiny", "shapes-world"),
+    "shapes-pretrain": ("shapes-vit-tiny", "shapes-world"),
+}
+DEFAULT_MODEL = ("ViT-B-16", "openai")
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = None  # open_clip architecture; None: the dataset's default (ViT-B-16; shapes-vit-tiny)
+    pretrained: str | None = None  # open_clip tag, local file, hf-hub:..., none; None: the dataset's default
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "shapes"  # a registered dataset name
+    data_root: str | None = None  # folder holding the dataset folders (CoOp layout)
+    setting: str = "base2new"  # base2new (train on base classes) or fewshot (all classes)
+    shots: int = 16  # training images per class (K)
+    template: str | None = None  # prompt template override; None: the dataset's template
+    num_workers: int | None = None  # DataLoader workers; None: half the cores (0 for generated data)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.002  # peak SGD learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # applied to every trained tensor
+    epochs: int | None = None  # None: 10 for ImageNet/Food101, 100 otherwise
+    warmup_epochs: int = 1  # epochs at the constant warm-up learning rate
+    warmup_lr: float = 1e-5  # constant learning rate during warm-up
+    batch_size: int = 32  # images per optimisation step (global, over all processes)
+    reg_weight: float | None = None  # lambda of the text regulariser; None: the paper's value for the setting
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    recipe: str = "clipfit"  # which tensors train (see clipfit.recipes)
+    seed: int = 1  # few-shot draw, shuffling and augmentation
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"  # auto: cuda if available
+    log_every: int = 10  # steps between metrics.jsonl / layers.jsonl records
+    eval_batch_size: int = 256  # images per evaluation batch
+    max_eval_images: int | None = None  # cap on test images per class subset (quick checks; not comparable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        def build(kind, values):
+            names = {f.name for f in dataclasses.fields(kind)}
+            return kind(**{k: v for k, v in values.items() if k in names})
+
+        top_fields = {f.name for f in dataclasses.fields(cls)} - {"model", "data", "optim"}
+        return cls(
+            model=build(ModelConfig, data.get("model", {})),
+            data=build(DataConfig, data.get("data", {})),
+            optim=build(OptimConfig, data.get("optim", {})),
+            **{k: v for k, v in data.items() if k in top_fields},
+        )
+
+
+def paper_epochs(dataset: str) -> int:
+    return PAPER_EPOCHS.get(dataset, PAPER_DEFAULT_EPOCHS)
+
+
+def paper_reg_weight(dataset: str, setting: str) -> float:
+    if setting == "base2new":
+        return PAPER_BASE2NEW_REG_WEIGHT
+    return PAPER_FEWSHOT_REG_WEIGHT.get(dataset, PAPER_DEFAULT_FEWSHOT_REG_WEIGHT)
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """A copy with every None default filled in from the dataset and the paper; validates choices."""
+    cfg = RunConfig.from_dict(cfg.to_dict())
+    if cfg.data.setting not in SETTINGS:
+        raise ConfigError(f"unknown setting '{cfg.data.setting}'; expected one of {', '.join(SETTINGS)}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{cfg.precision}'; expected one of {', '.join(PRECISIONS)}")
+    default_name, default_pretrained = DATASET_DEFAULT_MODEL.get(cfg.data.dataset, DEFAULT_MODEL)
+    if cfg.model.name is None:
+        cfg.model.name = default_name
+        if cfg.model.pretrained is None:
+            cfg.model.pretrained = default_pretrained
+    if cfg.model.pretrained is None:
+        cfg.model.pretrained = DEFAULT_MODEL[1] if cfg.model.name != default_name else default_pretrained
+    if cfg.optim.epochs is None:
+        cfg.optim.epochs = paper_epochs(cfg.data.dataset)
+    if cfg.optim.reg_weight is None:
+        cfg.optim.reg_weight = paper_reg_weight(cfg.data.dataset, cfg.data.setting)
+    for name, value, low in (
+        ("epochs", cfg.optim.epochs, 1),
+        ("batch size", cfg.optim.batch_size, 1),
+        ("shots", cfg.data.shots, 1),
+        ("log every", cfg.log_every, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    if cfg.optim.warmup_epochs < 0 or cfg.optim.warmup_epochs >= cfg.optim.epochs:
+        raise ConfigError(f"warm-up epochs must be in [0, epochs), got {cfg.optim.warmup_epochs}")
+    if cfg.optim.reg_weight < 0:
+        raise ConfigError(f"the regulariser weight must be >= 0, got {cfg.optim.reg_weight}")
+    return cfg

@@ -1,0 +1,149 @@
+"""Batches for training (decoded once, augmented per epoch) and for evaluation (streamed).
+
+Few-shot training sets are small (16 images per class), and training runs for up to 100
+epochs, so their images are decoded once into uint8 tensors and augmented from memory.
+Evaluation sets are large and read once, so they stream through DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
+from tqdm import tqdm
+
+from clipfit.data.base import ImageReader, Sample
+from clipfit.data.transforms import decode_for_cache, test_transform, train_augment
+from clipfit.models import PreprocessSpec
+
+_MASK = (1 << 64) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from integers (splitmix64 steps), stable across platforms."""
+    h = 0x9E3779B97F4A7C15
+    for part in parts:
+        h = ((h ^ (part & _MASK)) * 0xBF58476D1CE4E5B9) & _MASK
+        h ^= h >> 31
+        h = (h * 0x94D049BB133111EB) & _MASK
+        h ^= h >> 29
+    return h & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def default_workers() -> int:
+    """Half the visible cores, at most 8 (the other half computes)."""
+    return max(0, min(8, (os.cpu_count() or 2) // 2))
+
+
+class _Decode(TorchDataset):
+    def __init__(self, samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec) -> None:
+        self.samples, self.reader, self.spec = samples, reader, spec
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return decode_for_cache(self.reader(self.samples[index].path), self.spec)
+
+
+def decode_images(
+    samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec, num_workers: int = 0
+) -> list[torch.Tensor]:
+    """Decode every image once (short side resized to the crop size), in sample order."""
+    loader = DataLoader(
+        _Decode(samples, reader, spec), batch_size=None, num_workers=num_workers, collate_fn=lambda x: x
+    )
+    return list(tqdm(loader, desc="decode train images", total=len(samples), disable=None, leave=False))
+
+
+class AugmentedImages(TorchDataset):
+    """Cached uint8 images; ``dataset[(index, seed)]`` is one augmented view drawn with that seed."""
+
+    def __init__(
+        self, images: Sequence[torch.Tensor], labels: Sequence[int], spec: PreprocessSpec, scale: tuple[float, float]
+    ) -> None:
+        self.images, self.labels, self.spec, self.scale = list(images), list(labels), spec, scale
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = key
+        g = torch.Generator().manual_seed(seed)
+        return train_augment(self.images[index], self.spec, self.scale, g), self.labels[index]
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Shuffled batches of (index, augmentation seed) for one epoch, sharded over processes.
+
+    The permutation and the per-sample seeds depend only on (seed, epoch, position in the epoch),
+    so process ``rank`` of ``world_size`` takes a contiguous slice of every global batch and the
+    union over ranks is exactly the single-process batch. The last incomplete batch is dropped
+    when the set has at least one full batch (Dassl's rule).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        self.drop_last = n >= batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def global_batches(self) -> Iterator[list[tuple[int, int]]]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        order = torch.randperm(self.n, generator=g).tolist()
+        for b in range(len(self)):
+            start = b * self.batch_size
+            yield [
+                (index, mix_seed(self.seed, self.epoch, start + k))
+                for k, index in enumerate(order[start : start + self.batch_size])
+            ]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.global_batches():
+            per_rank = math.ceil(len(batch) / self.world_size)
+            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+
+class EvalImages(TorchDataset):
+    """Test-transformed images of a sample list (streamed from the reader)."""
+
+    def __init__(self, samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec) -> None:
+        self.samples, self.reader, self.transform = list(samples), reader, test_transform(spec)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        return self.transform(self.reader(sample.path)), sample.label
+
+
+def eval_loader(
+    samples: Sequence[Sample],
+    reader: ImageReader,
+    spec: PreprocessSpec,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A loader over this process's shard (every ``world_size``-th sample from ``rank``)."""
+    shard = list(samples)[rank::world_size]
+    return DataLoader(
+        EvalImages(shard, reader, spec),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )

@@ -1,0 +1,367 @@
+"""The training loop: schedule, precision, distributed data parallelism, logs and checkpoints.
+
+One step: the image features of the batch and the text features of *every* class of the label
+space (one text pass, on sequences cut to the longest prompt), the ClipFit loss with the
+regulariser against ``t0`` (computed once, before the first step, from the frozen pretrained
+model: no second model copy), SGD on the trained tensors only.
+
+Schedule (PAPER.md section 3, as Dassl's ConstantWarmupScheduler + CosineAnnealingLR do it):
+epoch ``e < warmup_epochs`` runs at ``warmup_lr``; afterwards
+``lr(e) = 0.5 * lr * (1 + cos(pi * (e - warmup_epochs) / epochs))``, stepped per epoch.
+
+At the end of every epoch the checkpoint (trained tensors, optimizer buffers, generator states,
+epoch) is written atomically; :meth:`Trainer.fit` given that checkpoint continues the run and ends
+with the same tensors, bit for bit on CPU, because every batch and augmentation is a function of
+(seed, epoch, position) alone (see :class:`clipfit.data.loaders.EpochBatches`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from clipfit.checkpoint import Checkpoint, atomic_write_text, rng_state, save_checkpoint, set_rng_state
+from clipfit.config import OptimConfig
+from clipfit.data.base import ImageReader, Sample
+from clipfit.data.loaders import AugmentedImages, EpochBatches, decode_images
+from clipfit.layers import describe
+from clipfit.losses import clipfit_loss
+from clipfit.models import PreprocessSpec
+from clipfit.prompts import class_tokens
+from clipfit.runtime import DistEnv, all_reduce_sum, autocast, grad_scaler
+from clipfit.text import encode_text
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+LAYERS_FILE = "layers.jsonl"
+
+
+def lr_at_epoch(epoch: int, optim: OptimConfig) -> float:
+    """The learning rate of an epoch (0-based) under warm-up + per-epoch cosine."""
+    if epoch < optim.warmup_epochs:
+        return optim.warmup_lr
+    return 0.5 * optim.lr * (1.0 + math.cos(math.pi * (epoch - optim.warmup_epochs) / optim.epochs))
+
+
+@dataclass
+class TrainTask:
+    """What to train on: the few-shot images, relabelled to the training label space."""
+
+    samples: list[Sample]
+    classnames: Sequence[str]
+    template: str
+    reader: ImageReader
+    crop_scale: tuple[float, float]
+
+
+@dataclass
+class FitResult:
+    epochs: int  # epochs finished
+    steps: int  # optimisation steps finished
+    train_seconds: float  # wall time spent in fit (this call plus earlier, resumed calls)
+    last: dict[str, float] = field(default_factory=dict)  # last epoch's mean loss, ce, reg, acc
+
+
+class _Forward(nn.Module):
+    """One module for DistributedDataParallel to wrap: images + class tokens -> normalised features."""
+
+    def __init__(self, model: nn.Module, image_trainable: bool, fixed_text: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model = model
+        self.image_trainable = image_trainable
+        self.fixed_text = fixed_text
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(self.image_trainable and torch.is_grad_enabled()):
+            image = F.normalize(self.model.encode_image(images), dim=-1)
+        text = self.fixed_text if self.fixed_text is not None else encode_text(self.model, tokens, normalize=True)
+        return image, text
+
+
+class JsonlWriter:
+    """Appends JSON lines (only on the main process); can drop records past a step on resume."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self.path is None or not rows:
+            return
+        with self.path.open("a") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+
+    def truncate_after(self, step: int) -> None:
+        """Remove records written after ``step`` (by an epoch that crashed before its checkpoint)."""
+        if self.path is None or not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+
+
+class Trainer:
+    """Fine-tunes the trained tensors of ``model`` (already frozen by a recipe) on a task."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        trained: Sequence[str],
+        tokenizer: Callable[..., torch.Tensor],
+        spec: PreprocessSpec,
+        task: TrainTask,
+        optim: OptimConfig,
+        *,
+        seed: int,
+        device: torch.device,
+        precision: str = "fp32",
+        env: DistEnv = DistEnv(),
+        run_dir: Path | None = None,
+        log_every: int = 10,
+        num_workers: int = 0,
+        checkpoint_meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.model, self.trained, self.tokenizer, self.spec, self.task = model, list(trained), tokenizer, spec, task
+        self.optim, self.seed, self.device, self.precision, self.env = optim, seed, device, precision, env
+        self.run_dir = run_dir if env.is_main else None
+        self.log_every, self.num_workers = log_every, num_workers
+        self.checkpoint_meta = dict(checkpoint_meta or {})
+        params = dict(model.named_parameters())
+        missing = [n for n in self.trained if n not in params or not params[n].requires_grad]
+        if missing:
+            raise ValueError(f"trained tensors not found or frozen in the model: {missing[:5]}")
+        self.params = [params[n] for n in self.trained]
+        self.metrics = JsonlWriter(self.run_dir / METRICS_FILE if self.run_dir else None)
+        self.layers = JsonlWriter(self.run_dir / LAYERS_FILE if self.run_dir else None)
+
+    # ------------------------------------------------------------------ setup
+
+    def _loader(self) -> tuple[DataLoader, EpochBatches]:
+        images = decode_images(self.task.samples, self.task.reader, self.spec, self.num_workers)
+        dataset = AugmentedImages(images, [s.label for s in self.task.samples], self.spec, self.task.crop_scale)
+        sampler = EpochBatches(
+            len(dataset), self.optim.batch_size, self.seed, rank=self.env.rank, world_size=self.env.world_size
+        )
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers)
+        return loader, sampler
+
+    @torch.no_grad()
+    def _pretrained_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """t0: normalised text features of the model as it is now (the pretrained values)."""
+        was_training = self.model.training
+        self.model.eval()
+        with autocast(self.device, self.precision):
+            t0 = encode_text(self.model, tokens, normalize=True).float()
+        self.model.train(was_training)
+        return t0
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, resume: Checkpoint | None = None) -> FitResult:
+        """Train to ``optim.epochs``; continue from ``resume`` (a checkpoint of this run) if given."""
+        model, optim = self.model, self.optim
+        tokens = class_tokens(self.tokenizer, model, self.task.template, self.task.classnames).to(self.device)
+        # The model holds its pretrained values here, also when resuming: t0 and init come first.
+        init = {n: p.detach().clone() for n, p in zip(self.trained, self.params, strict=True)}
+        towers = {describe(n).tower for n in self.trained}
+        text_trained = bool(towers & {"text", "prompt"})
+        image_trained = bool(towers & {"image", "adapter"})
+        use_reg = optim.reg_weight > 0 and text_trained
+        # Without trained text tensors the class features never change: compute them once.
+        t0 = self._pretrained_text(tokens) if (use_reg or not text_trained) else None
+        forward: nn.Module = _Forward(model, image_trained, None if text_trained else t0)
+        if self.env.distributed:
+            forward = DistributedDataParallel(
+                forward, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+        optimizer = torch.optim.SGD(self.params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        scaler = grad_scaler(self.device, self.precision)
+        start_epoch, step, elapsed = 0, 0, 0.0
+        grad_sq_cum = torch.zeros(len(self.params), device=self.device, dtype=torch.float64)
+        if resume is not None:
+            start_epoch, step, elapsed = self._restore(resume, optimizer, init, grad_sq_cum)
+            self.metrics.truncate_after(step)
+            self.layers.truncate_after(step)
+
+        loader, sampler = self._loader()
+        model.train()
+        last: dict[str, float] = {}
+        started = time.time()
+        bar = tqdm(total=optim.epochs, initial=start_epoch, desc="train", unit="epoch", disable=None)
+        for epoch in range(start_epoch, optim.epochs):
+            lr = lr_at_epoch(epoch, optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            sampler.set_epoch(epoch)
+            window = torch.zeros(6, device=self.device, dtype=torch.float64)  # loss, ce, reg, correct, images, steps
+            epoch_sum = torch.zeros(6, device=self.device, dtype=torch.float64)
+            for images, labels in loader:
+                images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+                normaliser = None
+                if self.env.distributed:
+                    global_n = all_reduce_sum(torch.tensor([len(labels)], device=self.device)).item()
+                    normaliser = global_n / self.env.world_size
+                with autocast(self.device, self.precision):
+                    image_features, text_features = forward(images, tokens)
+                parts = clipfit_loss(
+                    image_features,
+                    text_features,
+                    labels,
+                    model.logit_scale,
+                    t0,
+                    optim.reg_weight if use_reg else 0.0,
+                    ce_normaliser=normaliser,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(parts.loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    parts.loss.backward()
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+                grad_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2)
+                grad_sq_cum += grad_sq
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                step += 1
+                stats = torch.stack(
+                    [
+                        parts.loss.detach().double(),
+                        parts.ce.double(),
+                        parts.reg.double(),
+                        parts.logits.argmax(1).eq(labels).sum().double(),
+                        torch.tensor(float(len(labels)), device=self.device, dtype=torch.float64),
+                        torch.ones((), device=self.device, dtype=torch.float64),
+                    ]
+                )
+                window += stats
+                epoch_sum += stats
+                if step % self.log_every == 0:
+                    self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
+                    window.zero_()
+            if window[5] > 0:  # the epoch's last steps since the previous record
+                self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
+            last = self._means(epoch_sum)
+            elapsed_now = elapsed + time.time() - started
+            self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.1f}")
+            milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0
+            logger.log(
+                logging.INFO if milestone else logging.DEBUG,  # the console shows ~10 epochs, log.txt all
+                "epoch %d/%d lr %.2e loss %.4f ce %.4f reg %.5f acc %.1f%%",
+                epoch + 1,
+                optim.epochs,
+                lr,
+                last["loss"],
+                last["ce"],
+                last["reg"],
+                last["acc"],
+            )
+        bar.close()
+        return FitResult(epochs=optim.epochs, steps=step, train_seconds=elapsed + time.time() - started, last=last)
+
+    # ------------------------------------------------------------------ logs and checkpoints
+
+    @staticmethod
+    def _means(sums: torch.Tensor) -> dict[str, float]:
+        """Per-step means of loss, ce and reg, and the accuracy over the images, of summed stats."""
+        loss, ce, reg, correct, images, steps = sums.tolist()
+        steps, images = max(steps, 1.0), max(images, 1.0)
+        return {"loss": loss / steps, "ce": ce / steps, "reg": reg / steps, "acc": 100.0 * correct / images}
+
+    def _log_step(self, step, epoch, lr, window, grad_sq, grad_sq_cum, init) -> None:
+        if self.run_dir is None:
+            return
+        means = self._means(window)
+        self.metrics.write([{"step": step, "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in means.items()}}])
+        with torch.no_grad():
+            change = torch.stack(
+                [
+                    (p.detach().float() - init[n].float()).pow(2).sum()
+                    for n, p in zip(self.trained, self.params, strict=True)
+                ]
+            ).tolist()
+        rows = []
+        for name, sq_change, gsq, gcum in zip(
+            self.trained, change, grad_sq.tolist(), grad_sq_cum.tolist(), strict=True
+        ):
+            layer = describe(name)
+            rows.append(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "name": name,
+                    "tower": layer.tower,
+                    "group": layer.group,
+                    "block": layer.block,
+                    "module": layer.module,
+                    "kind": layer.kind,
+                    "sq_change": sq_change,
+                    "grad_sq": gsq,
+                    "grad_sq_cum": gcum,
+                }
+            )
+        self.layers.write(rows)
+
+    def _checkpoint(self, epoch, step, elapsed, init, optimizer, grad_sq_cum) -> None:
+        if self.run_dir is None:
+            return
+        state = optimizer.state_dict()["state"]
+        buffers = {
+            name: {k: v for k, v in state.get(i, {}).items() if isinstance(v, torch.Tensor)}
+            for i, name in enumerate(self.trained)
+        }
+        meta = {
+            **self.checkpoint_meta,
+            "epoch": epoch,
+            "epochs": self.optim.epochs,
+            "step": step,
+            "complete": False,
+            "train_seconds": round(elapsed, 3),
+            "grad_sq_cum": grad_sq_cum.tolist(),
+        }
+        final = {n: p for n, p in zip(self.trained, self.params, strict=True)}
+        save_checkpoint(self.run_dir, init, final, meta, optim=buffers, rng=rng_state())
+
+    def _restore(self, ckpt: Checkpoint, optimizer, init, grad_sq_cum) -> tuple[int, int, float]:
+        if list(ckpt.final) != self.trained and set(ckpt.final) != set(self.trained):
+            raise ValueError("the checkpoint trains other tensors than this run's recipe")
+        with torch.no_grad():
+            for name, param in zip(self.trained, self.params, strict=True):
+                if not torch.equal(ckpt.init[name].to(param.device, param.dtype), init[name]):
+                    raise ValueError(
+                        f"the checkpoint's initial value of {name} differs from the model's pretrained value: "
+                        "the run was started from other weights"
+                    )
+                param.copy_(ckpt.final[name].to(param.device, param.dtype))
+        state = {
+            "state": {
+                i: {k: v.to(self.device) for k, v in ckpt.optim.get(name, {}).items()}
+                for i, name in enumerate(self.trained)
+                if ckpt.optim.get(name)
+            },
+            "param_groups": optimizer.state_dict()["param_groups"],
+        }
+        optimizer.load_state_dict(state)
+        set_rng_state(ckpt.rng)
+        if "grad_sq_cum" in ckpt.meta:
+            grad_sq_cum.copy_(torch.tensor(ckpt.meta["grad_sq_cum"], dtype=torch.float64))
+        logger.info("resuming after epoch %d (step %d)", ckpt.meta["epoch"], ckpt.meta["step"])
+        return int(ckpt.meta["epoch"]), int(ckpt.meta["step"]), float(ckpt.meta.get("train_seconds", 0.0))

@@ -1,0 +1,65 @@
+"""Prompt templates, class-name cleaning, tokenisation and class text features.
+
+One template per dataset, no ensembling (PAPER.md section 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipfit.errors import ConfigError
+from clipfit.text import cut_tokens, encode_text, supports_cut
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+# Per-dataset templates of CoOp / CLIPFit. Datasets not listed use DEFAULT_TEMPLATE.
+DATASET_TEMPLATES: dict[str, str] = {
+    "oxford_pets": "a photo of a {}, a type of pet.",
+    "oxford_flowers": "a photo of a {}, a type of flower.",
+    "fgvc_aircraft": "a photo of a {}, a type of aircraft.",
+    "dtd": "a photo of a {}, a type of texture.",
+    "eurosat": "a centered satellite photo of {}.",
+    "food101": "a photo of {}, a type of food.",
+    "ucf101": "a photo of a person doing {}.",
+}
+
+
+def template_for(dataset: str) -> str:
+    """The prompt template of a dataset (``a photo of a {}.`` unless it has its own)."""
+    return DATASET_TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
+
+
+def clean_classname(name: str) -> str:
+    """Class-folder names to prompt text: underscores become spaces."""
+    return name.replace("_", " ").strip()
+
+
+def check_template(template: str) -> str:
+    """Reject a template without exactly one ``{}`` slot."""
+    if template.count("{}") != 1:
+        raise ConfigError(f"a prompt template needs exactly one '{{}}' for the class name, got {template!r}")
+    return template
+
+
+def make_prompts(template: str, classnames: Sequence[str]) -> list[str]:
+    """``template.format(name)`` for every class, names cleaned."""
+    check_template(template)
+    return [template.format(clean_classname(c)) for c in classnames]
+
+
+def class_tokens(
+    tokenizer: Callable[..., torch.Tensor], model: nn.Module, template: str, classnames: Sequence[str]
+) -> torch.Tensor:
+    """Token ids of every class prompt, cut to the longest prompt where that is exact for ``model``."""
+    tokens = tokenizer(make_prompts(template, classnames))
+    return cut_tokens(tokens) if supports_cut(model) else tokens
+
+
+def text_features(model: nn.Module, tokens: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """L2-normalised text features of token rows, computed in chunks (for 1000-class sets)."""
+    device = next(model.parameters()).device
+    parts = [encode_text(model, tokens[i : i + chunk].to(device)) for i in range(0, len(tokens), chunk)]
+    return F.normalize(torch.cat(parts).float(), dim=-1)

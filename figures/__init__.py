@@ -1,0 +1,1 @@
+"""Figures and the figure report, drawn from analysis tables."""

@@ -1,0 +1,245 @@
+"""Training invariants, checkpoints and resume, on clipfit-tiny and the shapes world."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clipfit.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint
+from clipfit.cli import train
+from clipfit.config import OptimConfig
+from clipfit.data.registry import load_dataset
+from clipfit.data.sampling import few_shot_split
+from clipfit.engine import Trainer, TrainTask
+from clipfit.losses import clipfit_loss
+from clipfit.models import build_model
+from clipfit.prompts import class_tokens
+from clipfit.recipes import apply_recipe
+from clipfit.run import build_trained_model
+from clipfit.text import encode_text
+
+
+def _task(shots: int = 2, classes: int = 8) -> TrainTask:
+    dataset = load_dataset("shapes")
+    train_items, _ = few_shot_split(dataset.train, dataset.val, shots, seed=1)
+    train_items = [s for s in train_items if s.label < classes]
+    return TrainTask(train_items, dataset.classnames[:classes], dataset.template, dataset.reader, (0.5, 1.0))
+
+
+def _trainer(bundle, trained, tmp_path=None, epochs=1, **optim) -> Trainer:
+    cfg = OptimConfig(epochs=epochs, batch_size=4, warmup_epochs=0, reg_weight=8.0, **optim)
+    return Trainer(
+        bundle.model,
+        trained,
+        bundle.tokenizer,
+        bundle.preprocess,
+        _task(),
+        cfg,
+        seed=1,
+        device=torch.device("cpu"),
+        run_dir=tmp_path,
+        log_every=2,
+        checkpoint_meta={"model": bundle.name, "pretrained": bundle.pretrained, "recipe": "clipfit"},
+    )
+
+
+def test_only_the_selected_tensors_change_and_all_of_them_do(tiny_weights):
+    bundle = build_model("clipfit-tiny", tiny_weights)
+    trained = apply_recipe(bundle.model, "clipfit")
+    before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
+    _trainer(bundle, trained).fit()
+    for name, param in bundle.model.named_parameters():
+        if name in trained:
+            assert not torch.equal(param, before[name]), f"{name} was selected but did not move"
+        else:
+            assert torch.equal(param, before[name]), f"{name} is frozen but changed"
+
+
+def test_every_selected_tensor_gets_a_gradient(tiny_weights):
+    bundle = build_model("clipfit-tiny", tiny_weights)
+    model = bundle.model
+    trained = set(apply_recipe(model, "clipfit"))
+    task = _task()
+    tokens = class_tokens(bundle.tokenizer, model, task.template, task.classnames)
+    with torch.no_grad():
+        t0 = encode_text(model, tokens, normalize=True)
+    with torch.no_grad():  # move the text biases so the regulariser has a gradient too
+        model.transformer.resblocks[0].mlp.c_proj.bias.add_(0.1)
+    images = torch.randn(4, 3, 32, 32)
+    img = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+    txt = encode_text(model, tokens, normalize=True)
+    clipfit_loss(img, txt, torch.tensor([0, 1, 2, 3]), model.logit_scale, t0, 8.0).loss.backward()
+    for name, param in model.named_parameters():
+        if name in trained:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+        else:
+            assert param.grad is None, f"frozen {name} received a weight gradient"
+
+
+def test_checkpoint_round_trip_reproduces_logits(tiny_weights, tmp_path):
+    bundle = build_model("clipfit-tiny", tiny_weights)
+    trained = apply_recipe(bundle.model, "clipfit")
+    _trainer(bundle, trained, tmp_path).fit()
+    ckpt = load_checkpoint(tmp_path)
+    assert sorted(ckpt.final) == sorted(trained)
+    assert ckpt.meta["pretrained"] == tiny_weights
+    # Rebuilt from the checkpoint alone: architecture, pretrained source and recipe come from its metadata.
+    restored = build_trained_model(ckpt)
+    images = torch.randn(3, 3, 32, 32)
+    tokens = class_tokens(bundle.tokenizer, bundle.model, "a photo of a {}.", ["red circle", "blue star"])
+    with torch.no_grad():
+        for model in (bundle.model, restored.model):
+            model.eval()
+        expected = bundle.model.encode_image(images) @ encode_text(bundle.model, tokens).T
+        actual = restored.model.encode_image(images) @ encode_text(restored.model, tokens).T
+    assert torch.equal(expected, actual)
+    # and init/ holds the pretrained values
+    fresh = dict(build_model("clipfit-tiny", tiny_weights).model.named_parameters())
+    assert all(torch.equal(ckpt.init[n], fresh[n]) for n in trained)
+
+
+def _argv(weights: str, run_dir, *extra: str) -> list[str]:
+    return [
+        "--dataset",
+        "shapes",
+        "--model",
+        "clipfit-tiny",
+        "--pretrained",
+        weights,
+        "--shots",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--max-eval-images",
+        "64",
+        "--log-every",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        "-q",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("killed_after", [1, 2])
+def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, monkeypatch, killed_after):
+    assert train.main(_argv(tiny_weights, tmp_path / "through")) == 0
+
+    original = Trainer._checkpoint
+
+    def checkpoint_then_die(self, epoch, *args, **kwargs):
+        original(self, epoch, *args, **kwargs)
+        if epoch == killed_after:
+            raise KeyboardInterrupt  # the process dies right after the epoch's checkpoint
+
+    monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
+    assert train.main(_argv(tiny_weights, tmp_path / "killed")) == 130
+    partial = load_checkpoint(tmp_path / "killed")
+    assert partial.meta["epoch"] == killed_after and not partial.meta["complete"]
+    assert partial.optim and "torch" in partial.rng  # what resuming needs is in the checkpoint
+    monkeypatch.setattr(Trainer, "_checkpoint", original)
+    assert train.main(["--resume", str(tmp_path / "killed"), "-q"]) == 0
+
+    a, b = load_checkpoint(tmp_path / "through"), load_checkpoint(tmp_path / "killed")
+    assert a.final.keys() == b.final.keys()
+    assert all(torch.equal(a.final[n], b.final[n]) for n in a.final)
+    for log in ("metrics.jsonl", "layers.jsonl"):
+        assert (tmp_path / "through" / log).read_text() == (tmp_path / "killed" / log).read_text()
+    ra = json.loads((tmp_path / "through" / "results.json").read_text())
+    rb = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert ra["metrics"] == rb["metrics"] and ra["zero_shot"] == rb["zero_shot"]
+
+
+def test_run_directory_files(tiny_weights, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train.main(_argv(tiny_weights, run_dir)) == 0
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {
+        "config.json",
+        "log.txt",
+        "metrics.jsonl",
+        "layers.jsonl",
+        "checkpoint.safetensors",
+        "checkpoint.json",
+        "results.json",
+    }
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in (
+        "dataset",
+        "setting",
+        "shots",
+        "seed",
+        "recipe",
+        "model",
+        "pretrained",
+        "trainable_params",
+        "train_seconds",
+        "metrics",
+        "zero_shot",
+        "signature",
+    ):
+        assert key in results, key
+    assert set(results["metrics"]) == {"base_acc", "new_acc", "hm"} == set(results["zero_shot"])
+    assert results["trainable_params"] == 448 and results["comparable"] is False  # eval images were capped
+    assert results["signature"].startswith("model:clipfit-tiny|pretrained:")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["optim"]["reg_weight"] == 8.0 and {"clipfit", "open_clip", "torch"} <= set(
+        config["versions"]
+    )
+    # A finished checkpoint holds only init/ and final/ tensors of the trained set.
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt.meta["complete"] and not ckpt.optim and not ckpt.rng
+    assert len(ckpt.init) == len(ckpt.final) == 14
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics][-1] == 3 * 4  # 2 shots x 32 base classes / batch 16 = 4 steps per epoch
+    assert {"lr", "loss", "ce", "reg", "acc", "epoch"} <= set(metrics[0])
+    layers = [json.loads(line) for line in (run_dir / "layers.jsonl").read_text().splitlines()]
+    last = [row for row in layers if row["step"] == 12]
+    assert {row["name"] for row in last} == set(ckpt.final)
+    assert all(row["sq_change"] > 0 and row["grad_sq_cum"] >= row["grad_sq"] for row in last)
+    assert "epoch 3/3" in (run_dir / "log.txt").read_text()
+
+
+def test_finished_runs_are_skipped_and_other_settings_refused(tiny_weights, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train.main(_argv(tiny_weights, run_dir)) == 0
+    stamp = (run_dir / "results.json").stat().st_mtime_ns
+    assert train.main(_argv(tiny_weights, run_dir)) == 0  # same settings: nothing retrained
+    assert (run_dir / "results.json").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    assert train.main(_argv(tiny_weights, run_dir, "--lr", "0.01")) == 2
+    err = capsys.readouterr().err
+    assert "already holds a finished run with other settings" in err and "optim.lr" in err and "--overwrite" in err
+
+
+def test_checkpoint_of_another_architecture_names_the_mismatch(tiny_weights, tmp_path):
+    assert train.main(_argv(tiny_weights, tmp_path / "run")) == 0
+    ckpt = load_checkpoint(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"trained on clipfit-tiny .* but the model is shapes-vit-tiny"):
+        build_trained_model(ckpt, model="shapes-vit-tiny", pretrained="none")
+    other = build_model("shapes-vit-tiny", "none").model
+    with pytest.raises(CheckpointError, match=r"'visual.ln_pre.weight' is \(32,\) in the checkpoint and \(128,\)"):
+        apply_checkpoint(other, ckpt)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    bogus = tmp_path / "checkpoint.safetensors"
+    bogus.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(CheckpointError, match="is not a clipfit checkpoint"):
+        load_checkpoint(bogus)
+    with pytest.raises(CheckpointError, match="no clipfit checkpoint"):
+        load_checkpoint(tmp_path / "empty-dir")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_keeps_fp32_tensors_and_the_regulariser(tiny_weights, tmp_path, precision):
+    run_dir = tmp_path / precision
+    assert train.main(_argv(tiny_weights, run_dir, "--precision", precision, "--epochs", "2")) == 0
+    ckpt = load_checkpoint(run_dir)
+    assert all(t.dtype == torch.float32 for t in ckpt.final.values())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["reg"] > 0  # the released code silently drops it under mixed precision

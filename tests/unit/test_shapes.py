@@ -1,0 +1,50 @@
+"""The shapes world is deterministic, compositional, and shifted between its two domains."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clipfit.data import shapes
+from clipfit.data.registry import load_dataset
+
+
+def test_images_are_a_function_of_the_seed():
+    labels = np.arange(64)
+    a = shapes.render(labels, "target", np.random.default_rng(3))
+    b = shapes.render(labels, "target", np.random.default_rng(3))
+    c = shapes.render(labels, "target", np.random.default_rng(4))
+    assert a.shape == (64, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_splits_are_fixed_and_disjoint_by_seed():
+    train, _ = shapes.split_images("target", "train")
+    test, labels = shapes.split_images("target", "test")
+    assert len(train) == 64 * shapes.SPLIT_SIZES["train"] and len(test) == 64 * shapes.SPLIT_SIZES["test"]
+    assert np.bincount(labels).tolist() == [shapes.SPLIT_SIZES["test"]] * 64
+    assert not np.array_equal(train[:10], test[:10])
+
+
+def test_base_and_new_halves_share_every_colour_and_shape():
+    base, new = shapes.CLASS_CELLS[:32], shapes.CLASS_CELLS[32:]
+    assert len(set(shapes.CLASS_CELLS)) == 64
+    for half in (base, new):
+        assert {c for c, _ in half} == set(range(8)) and {s for _, s in half} == set(range(8))
+    assert set(base).isdisjoint(new)
+
+
+def test_target_domain_is_shifted_from_the_pretraining_domain():
+    labels = np.repeat(np.arange(64), 4)
+    pre = shapes.render(labels, "pretrain", np.random.default_rng(0)).astype(float)
+    tgt = shapes.render(labels, "target", np.random.default_rng(0)).astype(float)
+    # lighter, noisier backgrounds: brighter corners and more pixel variance around them
+    assert tgt[:, :2, :2].mean() > pre[:, :2, :2].mean() + 20
+    assert tgt[:, :2, :2].std() > pre[:, :2, :2].std()
+
+
+def test_registered_dataset_reads_images_by_id():
+    dataset = load_dataset("shapes")
+    assert dataset.classnames[0] == "red circle" and len(dataset.classnames) == 64
+    image = dataset.reader(dataset.test[0].path)
+    assert image.size == (32, 32) and image.mode == "RGB"
+    assert dataset.train_crop_scale == (0.5, 1.0)

@@ -1,0 +1,43 @@
+"""clipfit's text forward on cut sequences equals open_clip's full-length encode_text."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clipfit.models import build_model
+from clipfit.prompts import class_tokens, make_prompts
+from clipfit.text import cut_tokens, encode_text, supports_cut
+
+CLASSNAMES = ["red circle", "Annual Crop Land", "a_very_long_class_name_with_many_words_in_it", "x"]
+
+
+@pytest.mark.parametrize("arch", ["clipfit-tiny", "ViT-B-16"])
+def test_cut_sequences_give_the_full_length_features(arch):
+    torch.manual_seed(0)
+    bundle = build_model(arch, "none")
+    model, tokenizer = bundle.model, bundle.tokenizer
+    assert supports_cut(model)
+    full = tokenizer(make_prompts("a photo of a {}, a type of pet.", CLASSNAMES))
+    cut = cut_tokens(full)
+    assert cut.shape[1] < full.shape[1] // 3  # the point: far fewer positions
+    with torch.no_grad():
+        reference = model.encode_text(full)
+        ours = encode_text(model, cut)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_cut_keeps_every_end_of_text_token(tiny):
+    tokens = class_tokens(tiny.tokenizer, tiny.model, "a photo of a {}.", CLASSNAMES)
+    eot = tokens.max()
+    assert (tokens == eot).sum() == len(CLASSNAMES)  # one end-of-text per row survives the cut
+    assert tokens[:, -1].ne(0).any()  # the longest prompt fills the last column
+
+
+def test_input_embeddings_replace_the_lookup(tiny):
+    tokens = class_tokens(tiny.tokenizer, tiny.model, "a photo of a {}.", CLASSNAMES)
+    with torch.no_grad():
+        embeddings = tiny.model.token_embedding(tokens)
+        torch.testing.assert_close(
+            encode_text(tiny.model, tokens, token_embeddings=embeddings), encode_text(tiny.model, tokens)
+        )
