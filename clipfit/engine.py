@@ -37,12 +37,13 @@ from clipfit.checkpoint import Checkpoint, atomic_write_text, rng_state, save_ch
 from clipfit.config import OptimConfig
 from clipfit.data.base import ImageReader, Sample
 from clipfit.data.loaders import AugmentedImages, EpochBatches, decode_images
+from clipfit.errors import ConfigError
+from clipfit.heads import ClipHead
 from clipfit.layers import describe
 from clipfit.losses import clipfit_loss
 from clipfit.models import PreprocessSpec
 from clipfit.prompts import class_tokens
 from clipfit.runtime import DistEnv, all_reduce_sum, autocast, grad_scaler
-from clipfit.text import encode_text
 
 logger = logging.getLogger(__name__)
 
@@ -77,19 +78,23 @@ class FitResult:
 
 
 class _Forward(nn.Module):
-    """One module for DistributedDataParallel to wrap: images + class tokens -> normalised features."""
+    """One module for DistributedDataParallel to wrap: images + class inputs -> normalised features."""
 
-    def __init__(self, model: nn.Module, image_trainable: bool, fixed_text: torch.Tensor | None) -> None:
+    def __init__(
+        self, model: nn.Module, head: ClipHead, image_trainable: bool, fixed_text: torch.Tensor | None
+    ) -> None:
         super().__init__()
         self.model = model
+        self.head = head
         self.image_trainable = image_trainable
         self.fixed_text = fixed_text
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(self.image_trainable and torch.is_grad_enabled()):
-            image = F.normalize(self.model.encode_image(images), dim=-1)
-        text = self.fixed_text if self.fixed_text is not None else encode_text(self.model, tokens, normalize=True)
-        return image, text
+            image = F.normalize(self.head.encode_images(self.model, images), dim=-1)
+        if self.fixed_text is not None:
+            return image, self.fixed_text
+        return image, F.normalize(self.head.encode_classes(self.model, inputs), dim=-1)
 
 
 class JsonlWriter:
@@ -132,12 +137,17 @@ class Trainer:
         log_every: int = 10,
         num_workers: int = 0,
         checkpoint_meta: dict[str, Any] | None = None,
+        head: ClipHead | None = None,
     ) -> None:
         self.model, self.trained, self.tokenizer, self.spec, self.task = model, list(trained), tokenizer, spec, task
         self.optim, self.seed, self.device, self.precision, self.env = optim, seed, device, precision, env
         self.run_dir = run_dir if env.is_main else None
         self.log_every, self.num_workers = log_every, num_workers
         self.checkpoint_meta = dict(checkpoint_meta or {})
+        self.head = head or ClipHead()
+        unresolved = [k for k in ("lr", "epochs", "reg_weight") if getattr(optim, k) is None]
+        if unresolved:
+            raise ConfigError(f"optimiser settings {unresolved} are unset: resolve the config (clipfit.config.resolve)")
         params = dict(model.named_parameters())
         missing = [n for n in self.trained if n not in params or not params[n].requires_grad]
         if missing:
@@ -158,30 +168,36 @@ class Trainer:
         return loader, sampler
 
     @torch.no_grad()
-    def _pretrained_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """t0: normalised text features of the model as it is now (the pretrained values)."""
+    def _class_features(self, head: ClipHead, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalised class features of the model as it is now, through ``head``."""
         was_training = self.model.training
         self.model.eval()
         with autocast(self.device, self.precision):
-            t0 = encode_text(self.model, tokens, normalize=True).float()
+            features = F.normalize(head.encode_classes(self.model, inputs).float(), dim=-1)
         self.model.train(was_training)
-        return t0
+        return features
 
     # ------------------------------------------------------------------ fit
 
     def fit(self, resume: Checkpoint | None = None) -> FitResult:
         """Train to ``optim.epochs``; continue from ``resume`` (a checkpoint of this run) if given."""
         model, optim = self.model, self.optim
-        tokens = class_tokens(self.tokenizer, model, self.task.template, self.task.classnames).to(self.device)
+        inputs = self.head.class_inputs(self.tokenizer, model, self.task.template, self.task.classnames)
+        inputs = inputs.to(self.device)
         # The model holds its pretrained values here, also when resuming: t0 and init come first.
         init = {n: p.detach().clone() for n, p in zip(self.trained, self.params, strict=True)}
         towers = {describe(n).tower for n in self.trained}
         text_trained = bool(towers & {"text", "prompt"})
         image_trained = bool(towers & {"image", "adapter"})
         use_reg = optim.reg_weight > 0 and text_trained
+        # t0: the pretrained model's features of the dataset's template prompts.
+        t0 = None
+        if use_reg:
+            template_tokens = class_tokens(self.tokenizer, model, self.task.template, self.task.classnames)
+            t0 = self._class_features(ClipHead(), template_tokens.to(self.device))
         # Without trained text tensors the class features never change: compute them once.
-        t0 = self._pretrained_text(tokens) if (use_reg or not text_trained) else None
-        forward: nn.Module = _Forward(model, image_trained, None if text_trained else t0)
+        fixed_text = None if text_trained else self._class_features(self.head, inputs)
+        forward: nn.Module = _Forward(model, self.head, image_trained, fixed_text)
         if self.env.distributed:
             forward = DistributedDataParallel(
                 forward, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -215,7 +231,7 @@ class Trainer:
                     global_n = all_reduce_sum(torch.tensor([len(labels)], device=self.device)).item()
                     normaliser = global_n / self.env.world_size
                 with autocast(self.device, self.precision):
-                    image_features, text_features = forward(images, tokens)
+                    image_features, text_features = forward(images, inputs)
                 parts = clipfit_loss(
                     image_features,
                     text_features,

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from clipfit.data.base import ImageReader, Sample
 from clipfit.data.loaders import eval_loader
 from clipfit.data.sampling import ClassSubset
+from clipfit.heads import ClipHead
 from clipfit.models import PreprocessSpec
-from clipfit.prompts import class_tokens, text_features
 from clipfit.runtime import DistEnv, all_reduce_sum, autocast
 
 
@@ -78,24 +78,24 @@ def subset_accuracy(
     batch_size: int = 256,
     num_workers: int = 0,
     env: DistEnv = DistEnv(),
-    class_features: torch.Tensor | None = None,
-    encode_image: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    head: ClipHead | None = None,
 ) -> float:
     """Accuracy (percent) on the test images of ``subset``, among its classes.
 
-    ``test`` holds original labels; they are relabelled to the subset. ``class_features`` may be
-    given (e.g. by prompt tuning); by default they are the model's text features of the template.
+    ``test`` holds original labels; they are relabelled to the subset. Features come through the
+    recipe's ``head`` (plain CLIP by default: the template's text features and the image encoder).
     Under torchrun each process scores its shard and the counts are summed.
     """
+    head = head or ClipHead()
     was_training = model.training
     model.eval()
     samples = subset.relabel(test)
-    if class_features is None:
-        tokens = class_tokens(tokenizer, model, template, subset.classnames)
-        with autocast(device, precision):
-            class_features = text_features(model, tokens)
+    inputs = head.class_inputs(tokenizer, model, template, subset.classnames).to(device)
+    with autocast(device, precision):
+        class_features = F.normalize(head.encode_classes(model, inputs).float(), dim=-1)
     loader = eval_loader(samples, reader, spec, batch_size, num_workers, env.rank, env.world_size)
-    feats, labels = image_features(model, loader, device, precision, f"eval {subset.name}", encode_image)
+    encode = lambda images: head.encode_images(model, images)  # noqa: E731
+    feats, labels = image_features(model, loader, device, precision, f"eval {subset.name}", encode)
     counts = torch.tensor([correct_count(feats, labels, class_features.float()), len(labels)], device=device)
     all_reduce_sum(counts)
     model.train(was_training)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-TOWERS = ("image", "text", "shared", "prompt", "adapter")
+TOWERS = ("image", "text", "shared", "prompt", "adapter", "probe")
 
 # (tower, stage, pattern). Stage 0 = before the transformer blocks, 1 = inside them, 2 = after.
 # Named groups: block (optional), module, kind (optional: a bare nn.Parameter has kind "param").
@@ -35,6 +35,7 @@ _RULES: tuple[tuple[str, int, re.Pattern[str]], ...] = tuple(
         ("shared", 2, r"^(?P<module>logit_scale|logit_bias)$"),
         ("prompt", 0, r"^prompt\.(?P<module>[^.]+)$"),
         ("adapter", 2, r"^adapter\.(?P<module>.+)\.(?P<kind>[^.]+)$"),
+        ("probe", 2, r"^(?P<module>probe)\.(?P<kind>[^.]+)$"),
     )
 )
 

@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -66,6 +67,7 @@ class ModelBundle:
     name: str  # architecture name as given
     pretrained: str  # pretrained source as given ("none" for random init)
     source: str  # human-readable description of where the weights came from
+    head: Any = None  # the recipe head of a trained model (clipfit.heads), set by clipfit.run.build_trained_model
 
 
 def register_architectures() -> None:

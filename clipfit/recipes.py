@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from clipfit.errors import ClipfitError
+from clipfit.heads import Adapter, LinearProbe, PromptContext
 from clipfit.text import text_module
 
 
@@ -38,6 +39,8 @@ class Recipe:
     name: str
     description: str
     rules: tuple[Rule, ...]
+    head: str = "clip"  # how features are computed: clip, coop (prompt context) or adapter (clipfit.heads)
+    kind: str = "finetune"  # finetune (gradient training), zero-shot (none) or linear-probe (scikit-learn)
 
 
 # ----------------------------------------------------------------------------- structure helpers
@@ -169,6 +172,30 @@ def text_biases(model: nn.Module) -> list[str]:
     return _biases_of(model, text_tower_modules(model))
 
 
+def _params_of_type(model: nn.Module, kind: type, what: str) -> list[str]:
+    """Every parameter (sub-modules included) of the model's modules of type ``kind``."""
+    names = _module_names(model)
+    found = [f"{names[id(m)]}.{n}" for m in model.modules() if isinstance(m, kind) for n, _ in m.named_parameters()]
+    if not found:
+        raise RecipeError(f"the model has no {what}; the recipe's head attaches it before selection")
+    return found
+
+
+def prompt_context(model: nn.Module) -> list[str]:
+    """CoOp's learnable context vectors."""
+    return _params_of_type(model, PromptContext, "prompt context (CoOp)")
+
+
+def adapter_parameters(model: nn.Module) -> list[str]:
+    """Every parameter of the CLIP-Adapter bottleneck."""
+    return _params_of_type(model, Adapter, "image adapter (CLIP-Adapter)")
+
+
+def probe_parameters(model: nn.Module) -> list[str]:
+    """The linear probe's weight and bias."""
+    return _params_of_type(model, LinearProbe, "linear probe")
+
+
 def all_but_logit_scale(model: nn.Module) -> list[str]:
     """Every parameter except the temperature (logit scale and bias)."""
     skip = {id(getattr(model, "logit_scale", None)), id(getattr(model, "logit_bias", None))}
@@ -205,6 +232,25 @@ RECIPES: dict[str, Recipe] = {
             "full",
             "full fine-tuning: every parameter except the logit scale",
             (Rule("model", "every parameter except logit_scale/logit_bias", all_but_logit_scale),),
+        ),
+        Recipe(
+            "coop",
+            "CoOp prompt tuning: learnable context vectors shared by all classes",
+            (Rule("prompt", "the context vectors", prompt_context),),
+            head="coop",
+        ),
+        Recipe(
+            "clip-adapter",
+            "CLIP-Adapter: a residual bottleneck MLP on the image features",
+            (Rule("adapter", "the adapter's layers", adapter_parameters),),
+            head="adapter",
+        ),
+        Recipe("zero-shot", "zero-shot CLIP: no training, evaluation only", (), kind="zero-shot"),
+        Recipe(
+            "linear-probe",
+            "linear probe (CoOp's protocol): logistic regression on frozen L2-normalised image features",
+            (Rule("probe", "the probe's weight and bias (fit by scikit-learn)", probe_parameters),),
+            kind="linear-probe",
         ),
     )
 }

@@ -26,15 +26,17 @@ from clipfit.checkpoint import (
 )
 from clipfit.config import RunConfig, resolve
 from clipfit.data.base import Dataset, Sample
-from clipfit.data.loaders import default_workers
+from clipfit.data.loaders import workers_for
 from clipfit.data.registry import get_spec, load_dataset
 from clipfit.data.sampling import ClassSubset, class_subsets, few_shot_split
 from clipfit.engine import LAYERS_FILE, METRICS_FILE, Trainer, TrainTask
 from clipfit.errors import ClipfitError
 from clipfit.evaluate import cap_samples, subset_accuracy, summarise
+from clipfit.heads import ClipHead, attach_probe, head_from_meta, make_head
+from clipfit.linear_probe import evaluate_linear_probe, fit_linear_probe
 from clipfit.models import ModelBundle, build_model
 from clipfit.prompts import check_template
-from clipfit.recipes import apply_recipe, count_parameters, summary_line
+from clipfit.recipes import Recipe, apply_recipe, count_parameters, get_recipe, summary_line
 from clipfit.runtime import DistEnv, barrier, device_for, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 LOG_FILE = "log.txt"
 # Settings that change how fast a run goes or how it logs, never its results.
+_RUN_FILES = (
+    CONFIG_FILE, RESULTS_FILE, LOG_FILE, METRICS_FILE, LAYERS_FILE, CHECKPOINT_FILE, "checkpoint.json",
+)  # fmt: skip
 _RESULT_NEUTRAL = {("device",), ("eval_batch_size",), ("data", "num_workers"), ("log_every",)}
 
 
@@ -118,9 +123,10 @@ def evaluate_subsets(
     device: torch.device,
     precision: str,
     env: DistEnv,
+    head: ClipHead | None = None,
 ) -> dict[str, float]:
     """Accuracy on the test images of every label space (Base/New/HM or Acc), in percent."""
-    workers = _workers(cfg, dataset)
+    workers = workers_for(cfg.data.num_workers, dataset)
     accuracies = {}
     for name, subset in subsets.items():
         wanted = set(subset.labels)
@@ -134,10 +140,11 @@ def evaluate_subsets(
             dataset.reader,
             bundle.preprocess,
             device,
-            precision,
-            cfg.eval_batch_size,
-            workers,
-            env,
+            precision=precision,
+            batch_size=cfg.eval_batch_size,
+            num_workers=workers,
+            env=env,
+            head=head,
         )
     return summarise(accuracies)
 
@@ -145,14 +152,12 @@ def evaluate_subsets(
 def evaluate_run(
     bundle: ModelBundle, data: RunData, cfg: RunConfig, device: torch.device, precision: str, env: DistEnv
 ) -> dict[str, float]:
-    """The run's own evaluation: its dataset's test set over the setting's label spaces."""
-    return evaluate_subsets(bundle, data.dataset, data.subsets, data.template, cfg, device, precision, env)
-
-
-def _workers(cfg: RunConfig, dataset: Dataset) -> int:
-    if cfg.data.num_workers is not None:
-        return cfg.data.num_workers
-    return 0 if dataset.split_source == "generated" else default_workers()
+    """The run's own evaluation: its dataset's test set over the setting's label spaces, through the
+    head a trained model carries (see :func:`build_trained_model`)."""
+    if hasattr(bundle.model, "probe"):
+        return evaluate_linear_probe(bundle, data, cfg, device, precision, env)
+    head = bundle.head
+    return evaluate_subsets(bundle, data.dataset, data.subsets, data.template, cfg, device, precision, env, head)
 
 
 def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -232,111 +237,135 @@ def train_run(
                 logger.info("already finished: %s (use --overwrite to train again)", run_dir)
                 return read_results(run_dir)
 
+    recipe = get_recipe(cfg.recipe)
     bundle = build_model(cfg.model.name, cfg.model.pretrained, device)
-    trained = apply_recipe(bundle.model, cfg.recipe)
-    trainable, total = count_parameters(bundle.model)
-    line = summary_line(trainable, total)
+    head = make_head(recipe.head, cfg.head)
+    head.attach(bundle.model, bundle.tokenizer)
+    data = prepare_data(cfg) if (resolve_data or not dry_run) else None
+    if recipe.kind == "linear-probe" and data is not None:
+        attach_probe(bundle.model, len(data.train_subset.classnames))
+    trained = apply_recipe(bundle.model, recipe)
+    trainable, _ = count_parameters(bundle.model)
+    line = summary_line(*count_parameters(bundle.model))
     logger.info(line)
-    if dry_run and not resolve_data:
+    if data is None:
         return None
-    data = prepare_data(cfg)
     logger.info(data.summary())
     if dry_run:
         return None
 
-    resume: Checkpoint | None = None
     if env.is_main:
         if overwrite:
-            for name in (
-                CONFIG_FILE,
-                RESULTS_FILE,
-                LOG_FILE,
-                METRICS_FILE,
-                LAYERS_FILE,
-                CHECKPOINT_FILE,
-                "checkpoint.json",
-            ):
+            for name in _RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier()
-    if run_state(run_dir) == "partial":
-        resume = load_checkpoint(run_dir)
+    resume = load_checkpoint(run_dir) if run_state(run_dir) == "partial" else None
+    run = _Run(cfg, run_dir, recipe, bundle, head, trained, line, trainable, data, device, precision, env)
     handler = _attach_log_file(run_dir) if env.is_main else None
     try:
-        return _train_and_evaluate(cfg, run_dir, bundle, trained, line, trainable, data, device, precision, env, resume)
+        return _train_and_evaluate(run, resume)
     finally:
         if handler is not None:
             logging.getLogger("clipfit").removeHandler(handler)
             handler.close()
 
 
-def _train_and_evaluate(cfg, run_dir, bundle, trained, line, trainable, data, device, precision, env, resume):
+@dataclass
+class _Run:
+    """Everything one run needs once its model and data are built."""
+
+    cfg: RunConfig
+    run_dir: Path
+    recipe: Recipe
+    bundle: ModelBundle
+    head: ClipHead
+    trained: list[str]
+    line: str  # the standard trainable-params line
+    trainable: int
+    data: RunData
+    device: torch.device
+    precision: str
+    env: DistEnv
+
+    def evaluate(self, head: ClipHead) -> dict[str, float]:
+        d = self.data
+        return evaluate_subsets(
+            self.bundle, d.dataset, d.subsets, d.template, self.cfg, self.device, self.precision, self.env, head
+        )
+
+
+def _train_and_evaluate(run: _Run, resume: Checkpoint | None) -> dict[str, Any]:
+    cfg, bundle, env = run.cfg, run.bundle, run.env
     sig = signature(bundle.name, bundle.pretrained, cfg.recipe, cfg.data.dataset, cfg.seed)
     if env.is_main:
-        atomic_write_text(
-            run_dir / CONFIG_FILE,
-            json.dumps(
-                {
-                    "config": cfg.to_dict(),
-                    "signature": sig,
-                    "versions": versions(),
-                    "command": sys.argv,
-                    "world_size": env.world_size,
-                    "precision": precision,
-                    "device": str(device),
-                },
-                indent=2,
-            )
-            + "\n",
-        )
-    logger.info("run directory: %s", run_dir)
-    logger.info("model %s, weights: %s; %s on %s", bundle.name, bundle.source, precision, device)
+        config = {
+            "config": cfg.to_dict(),
+            "signature": sig,
+            "versions": versions(),
+            "command": sys.argv,
+            "world_size": env.world_size,
+            "precision": run.precision,
+            "device": str(run.device),
+        }
+        atomic_write_text(run.run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    logger.info("run directory: %s", run.run_dir)
+    logger.info("model %s, weights: %s; %s on %s", bundle.name, bundle.source, run.precision, run.device)
 
     if resume is not None and "zero_shot" in resume.meta:
         zero_shot = resume.meta["zero_shot"]
     else:
         started = time.time()
-        zero_shot = evaluate_run(bundle, data, cfg, device, precision, env)
+        zero_shot = run.evaluate(ClipHead())  # CLIP itself, whatever the recipe adds
         logger.info("zero-shot: %s (%.1fs)", _format_metrics(zero_shot), time.time() - started)
 
     meta = {
         "model": bundle.name,
         "pretrained": bundle.pretrained,
         "recipe": cfg.recipe,
+        "kind": run.recipe.kind,
+        "head": run.head.describe(),
         "dataset": cfg.data.dataset,
         "setting": cfg.data.setting,
         "shots": cfg.data.shots,
         "seed": cfg.seed,
-        "classnames": list(data.train_subset.classnames),
-        "template": data.template,
+        "classnames": list(run.data.train_subset.classnames),
+        "template": run.data.template,
         "signature": sig,
         "versions": versions(),
         "zero_shot": zero_shot,
     }
-    task = TrainTask(
-        data.train, data.train_subset.classnames, data.template, data.dataset.reader, data.dataset.train_crop_scale
-    )
-    trainer = Trainer(
-        bundle.model,
-        trained,
-        bundle.tokenizer,
-        bundle.preprocess,
-        task,
-        cfg.optim,
-        seed=cfg.seed,
-        device=device,
-        precision=precision,
-        env=env,
-        run_dir=run_dir,
-        log_every=cfg.log_every,
-        num_workers=_workers(cfg, data.dataset),
-        checkpoint_meta=meta,
-    )
-    fit = trainer.fit(resume=resume)
-
+    probe: dict[str, Any] = {}
     started = time.time()
-    metrics = evaluate_run(bundle, data, cfg, device, precision, env)
-    eval_seconds = time.time() - started
+    if run.recipe.kind == "zero-shot":
+        train_seconds, metrics = 0.0, zero_shot
+        if env.is_main:
+            save_checkpoint(run.run_dir, {}, {}, {**meta, "complete": True})
+    elif run.recipe.kind == "linear-probe":
+        params = dict(bundle.model.named_parameters())
+        init = {n: params[n].detach().clone() for n in run.trained}
+        probe = fit_linear_probe(bundle, run.data, cfg, run.device, run.precision, env)
+        train_seconds = time.time() - started
+        metrics = evaluate_linear_probe(bundle, run.data, cfg, run.device, run.precision, env)
+        if env.is_main:
+            final = {n: params[n] for n in run.trained}
+            save_checkpoint(run.run_dir, init, final, {**meta, "probe": probe, "complete": True})
+    else:
+        task = TrainTask(
+            run.data.train,
+            run.data.train_subset.classnames,
+            run.data.template,
+            run.data.dataset.reader,
+            run.data.dataset.train_crop_scale,
+        )
+        trainer = Trainer(
+            bundle.model, run.trained, bundle.tokenizer, bundle.preprocess, task, cfg.optim,
+            seed=cfg.seed, device=run.device, precision=run.precision, env=env, run_dir=run.run_dir,
+            log_every=cfg.log_every, num_workers=workers_for(cfg.data.num_workers, run.data.dataset),
+            checkpoint_meta=meta, head=run.head,
+        )  # fmt: skip
+        train_seconds = trainer.fit(resume=resume).train_seconds
+        metrics = run.evaluate(run.head)
     logger.info("%s: %s", cfg.recipe, _format_metrics(metrics))
     results = {
         "dataset": cfg.data.dataset,
@@ -346,47 +375,55 @@ def _train_and_evaluate(cfg, run_dir, bundle, trained, line, trainable, data, de
         "recipe": cfg.recipe,
         "model": bundle.name,
         "pretrained": bundle.pretrained,
-        "trainable_params": trainable,
-        "trainable_summary": line,
-        "train_seconds": round(fit.train_seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
+        "trainable_params": run.trainable,
+        "trainable_summary": run.line,
+        "train_seconds": round(train_seconds, 2),
         "metrics": metrics,
         "zero_shot": zero_shot,
-        "epochs": cfg.optim.epochs,
+        "epochs": cfg.optim.epochs if run.recipe.kind == "finetune" else 0,
+        "lr": cfg.optim.lr,
         "reg_weight": cfg.optim.reg_weight,
-        "template": data.template,
-        "split_source": data.dataset.split_source,
-        "comparable": data.dataset.comparable and cfg.max_eval_images is None,
-        "precision": precision,
+        "head": run.head.describe(),
+        "template": run.data.template,
+        "split_source": run.data.dataset.split_source,
+        "comparable": run.data.dataset.comparable and cfg.max_eval_images is None,
+        "precision": run.precision,
         "world_size": env.world_size,
-        "signature": signature(bundle.name, bundle.pretrained, cfg.recipe, cfg.data.dataset, cfg.seed),
+        "signature": sig,
         "versions": versions(),
+        **({"probe": probe} if probe else {}),
     }
     if env.is_main:
-        # The finished checkpoint keeps only init/ and final/ (no optimizer or generator state).
-        ckpt = load_checkpoint(run_dir)
-        final_meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "trained", "grad_sq_cum")}
-        final_meta.update(complete=True, metrics=metrics, train_seconds=results["train_seconds"])
-        save_checkpoint(run_dir, ckpt.init, ckpt.final, final_meta)
-        atomic_write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        if run.recipe.kind == "finetune":
+            # The finished checkpoint keeps only init/ and final/ (no optimizer or generator state).
+            ckpt = load_checkpoint(run.run_dir)
+            final_meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "trained", "grad_sq_cum")}
+            final_meta.update(complete=True, metrics=metrics, train_seconds=results["train_seconds"])
+            save_checkpoint(run.run_dir, ckpt.init, ckpt.final, final_meta)
+        atomic_write_text(run.run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     barrier()
     return results
 
 
-def _format_metrics(metrics: dict[str, float]) -> str:
+def _fmt(value: float | None, width: int = 0) -> str:
+    return f"{value:{width}.2f}" if value is not None else f"{'n/a':>{width}}"
+
+
+def _format_metrics(metrics: dict[str, float | None]) -> str:
     if "acc" in metrics:
-        return f"acc {metrics['acc']:.2f}"
-    return f"base {metrics['base_acc']:.2f} new {metrics['new_acc']:.2f} HM {metrics['hm']:.2f}"
+        return f"acc {_fmt(metrics['acc'])}"
+    return f"base {_fmt(metrics['base_acc'])} new {_fmt(metrics['new_acc'])} HM {_fmt(metrics['hm'])}"
 
 
 def results_table(results: dict[str, Any]) -> str:
     """The zero-shot vs fine-tuned table of one run, as printed at the end of clipfit-train."""
     zs, ft = results["zero_shot"], results["metrics"]
-    keys = [("base_acc", "Base"), ("new_acc", "New"), ("hm", "HM")] if "hm" in ft else [("acc", "Acc")]
+    keys = [("base_acc", "Base"), ("new_acc", "New"), ("hm", "HM")] if "base_acc" in ft else [("acc", "Acc")]
     width = max(len("zero-shot"), len(results["recipe"])) + 2
     rows = [" " * width + "".join(f"{title:>8}" for _, title in keys)]
-    for label, values in (("zero-shot", zs), (results["recipe"], ft)):
-        rows.append(f"{label:<{width}}" + "".join(f"{values[k]:>8.2f}" for k, _ in keys))
+    named = [("zero-shot", zs)] + ([(results["recipe"], ft)] if results["recipe"] != "zero-shot" else [])
+    for label, values in named:
+        rows.append(f"{label:<{width}}" + "".join(_fmt(values[k], 8) for k, _ in keys))
     return "\n".join(rows)
 
 
@@ -420,6 +457,10 @@ def build_trained_model(
     an architecture the checkpoint does not fit is refused with the mismatch named.
     """
     bundle = build_model(model or ckpt.meta["model"], pretrained or ckpt.meta["pretrained"], device)
+    bundle.head = head_from_meta(ckpt.meta.get("head"))
+    bundle.head.attach(bundle.model, bundle.tokenizer)
+    if ckpt.meta.get("kind") == "linear-probe":
+        attach_probe(bundle.model, len(ckpt.meta["classnames"]))
     apply_recipe(bundle.model, ckpt.meta.get("recipe", "clipfit"))
     apply_checkpoint(bundle.model, ckpt, which, model_name=bundle.name)
     bundle.model.eval()

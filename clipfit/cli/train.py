@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from clipfit.cli.common import run_command, setup_logging
-from clipfit.config import PRECISIONS, SETTINGS, DataConfig, ModelConfig, OptimConfig, RunConfig, resolve
+from clipfit.config import PRECISIONS, SETTINGS, RunConfig, resolve
 from clipfit.recipes import RECIPES
 from clipfit.run import CONFIG_FILE, RunError, default_run_dir, results_table, train_run
 from clipfit.runtime import init_distributed
@@ -44,10 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="open_clip tag (openai, laion2b_s34b_b88k, ...), local weights file, hf-hub:ORG/REPO, or none "
         "(default: openai; shapes-world for shapes)",
     )
-    m.add_argument("--recipe", choices=list(RECIPES), help="which tensors train (default clipfit)")
+    m.add_argument("--recipe", choices=list(RECIPES), help="which tensors train (default clipfit; see README Recipes)")
+    h = p.add_argument_group("baseline recipes")
+    h.add_argument("--coop-ctx", type=int, help="coop: learnable context vectors (default 16, random init)")
+    h.add_argument("--coop-init", help='coop: initialise the context from a phrase, e.g. "a photo of a"')
+    h.add_argument("--adapter-ratio", type=float, help="clip-adapter: residual ratio (default 0.2)")
+    h.add_argument("--adapter-reduction", type=int, help="clip-adapter: bottleneck reduction (default 4)")
     o = p.add_argument_group("optimisation (defaults: the paper's values)")
     o.add_argument("--epochs", type=int, help="epochs (default 100; 10 for imagenet and food101)")
-    o.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.002)")
+    o.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.002; full fine-tuning 1e-4)")
     o.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     o.add_argument("--weight-decay", type=float, help="weight decay of the trained tensors (default 5e-4)")
     o.add_argument("--warmup-epochs", type=int, help="epochs at the warm-up learning rate (default 1)")
@@ -85,8 +90,12 @@ def _set(obj, **values) -> None:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Map the parsed flags onto a RunConfig; unset flags keep the config's defaults."""
-    cfg = RunConfig(model=ModelConfig(), data=DataConfig(), optim=OptimConfig())
+    cfg = RunConfig()
     _set(cfg.model, name=args.model, pretrained=args.pretrained)
+    _set(
+        cfg.head, coop_n_ctx=args.coop_ctx, coop_init=args.coop_init, adapter_ratio=args.adapter_ratio,
+        adapter_reduction=args.adapter_reduction,
+    )  # fmt: skip
     _set(
         cfg.data,
         dataset=args.dataset,

@@ -39,6 +39,13 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 2) // 2))
 
 
+def workers_for(requested: int | None, dataset) -> int:
+    """DataLoader workers: as requested, else none for generated (in-memory) data, else half the cores."""
+    if requested is not None:
+        return requested
+    return 0 if dataset.split_source == "generated" else default_workers()
+
+
 class _Decode(TorchDataset):
     def __init__(self, samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec) -> None:
         self.samples, self.reader, self.spec = samples, reader, spec

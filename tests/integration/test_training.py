@@ -29,7 +29,7 @@ def _task(shots: int = 2, classes: int = 8) -> TrainTask:
 
 
 def _trainer(bundle, trained, tmp_path=None, epochs=1, **optim) -> Trainer:
-    cfg = OptimConfig(epochs=epochs, batch_size=4, warmup_epochs=0, reg_weight=8.0, **optim)
+    cfg = OptimConfig(lr=0.002, epochs=epochs, batch_size=4, warmup_epochs=0, reg_weight=8.0, **optim)
     return Trainer(
         bundle.model,
         trained,

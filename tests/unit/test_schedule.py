@@ -28,14 +28,14 @@ def _dassl_lrs(epochs: int, lr: float, warmup_lr: float) -> list[float]:
 
 @pytest.mark.parametrize("epochs", [10, 100])
 def test_matches_dassl_schedule(epochs):
-    cfg = OptimConfig(epochs=epochs)
+    cfg = OptimConfig(lr=0.002, epochs=epochs)
     ours = [lr_at_epoch(e, cfg) for e in range(epochs)]
     for a, b in zip(ours, _dassl_lrs(epochs, cfg.lr, cfg.warmup_lr), strict=True):
         assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_paper_values():
-    cfg = OptimConfig(epochs=10)
+    cfg = OptimConfig(lr=0.002, epochs=10)
     assert lr_at_epoch(0, cfg) == 1e-5  # constant warm-up epoch
     assert lr_at_epoch(1, cfg) == 0.002  # cosine starts at the peak
     assert math.isclose(lr_at_epoch(6, cfg), 0.001 * (1 + math.cos(math.pi * 5 / 10)))

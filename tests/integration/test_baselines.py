@@ -1,0 +1,96 @@
+"""Each recipe trains, changes only its tensors, and round-trips through its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clipfit import linear_probe
+from clipfit.cli import train
+from clipfit.config import OptimConfig
+from clipfit.data.registry import load_dataset
+from clipfit.data.sampling import few_shot_split
+from clipfit.engine import Trainer, TrainTask
+from clipfit.heads import make_head
+from clipfit.models import build_model
+from clipfit.recipes import RECIPES, apply_recipe
+from clipfit.run import build_trained_model, evaluate_run, load_run, prepare_data
+from clipfit.runtime import DistEnv
+
+FINETUNE = [name for name, recipe in RECIPES.items() if recipe.kind == "finetune"]
+
+
+@pytest.mark.parametrize("name", FINETUNE)
+def test_only_the_recipes_tensors_change(tiny_weights, name):
+    bundle = build_model("clipfit-tiny", tiny_weights)
+    head = make_head(RECIPES[name].head)
+    head.attach(bundle.model, bundle.tokenizer)
+    trained = apply_recipe(bundle.model, name)
+    before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
+    dataset = load_dataset("shapes")
+    items = [s for s in few_shot_split(dataset.train, dataset.val, 2, seed=1)[0] if s.label < 6]
+    task = TrainTask(items, dataset.classnames[:6], dataset.template, dataset.reader, (0.5, 1.0))
+    optim = OptimConfig(lr=0.01, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=8.0)
+    Trainer(
+        bundle.model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1, device=torch.device("cpu"),
+        head=head,
+    ).fit()  # fmt: skip
+    for n, p in bundle.model.named_parameters():
+        if n in trained:
+            assert not torch.equal(p, before[n]), f"{name}: {n} did not move"
+        else:
+            assert torch.equal(p, before[n]), f"{name}: frozen {n} changed"
+
+
+def _run(tmp_path, name: str, *extra: str):
+    run_dir = tmp_path / name
+    argv = [
+        "--dataset", "shapes", "--recipe", name, "--shots", "2", "--epochs", "4", "--warmup-epochs", "0",
+        "--batch-size", "16", "--max-eval-images", "96", "--run-dir", str(run_dir), "-q", *extra,
+    ]  # fmt: skip
+    assert train.main(argv) == 0
+    return run_dir, json.loads((run_dir / "results.json").read_text())
+
+
+def _reevaluate(run_dir) -> dict:
+    cfg, ckpt = load_run(run_dir)
+    bundle = build_trained_model(ckpt)  # from the checkpoint alone
+    return evaluate_run(bundle, prepare_data(cfg), cfg, torch.device("cpu"), "fp32", DistEnv())
+
+
+@pytest.mark.parametrize("name", FINETUNE)
+def test_short_training_lowers_the_loss_and_round_trips(tmp_path, name):
+    run_dir, results = _run(tmp_path, name)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < records[0]["loss"], (name, records[0], records[-1])
+    assert results["trainable_summary"].startswith("trainable params: ")
+    assert _reevaluate(run_dir) == results["metrics"]
+
+
+def test_zero_shot_recipe_trains_nothing(tmp_path):
+    run_dir, results = _run(tmp_path, "zero-shot")
+    assert results["metrics"] == results["zero_shot"] and results["trainable_params"] == 0
+    assert results["trainable_summary"] == "trainable params: 0 || all params: 7,980,673 || trainable%: 0.0000"
+    assert _reevaluate(run_dir) == results["metrics"]
+
+
+def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkeypatch):
+    seen: list[str] = []
+    original = linear_probe._features
+
+    def recording(bundle, samples, *args, **kwargs):
+        seen.extend(s.path for s in samples)
+        return original(bundle, samples, *args, **kwargs)
+
+    monkeypatch.setattr(linear_probe, "_features", recording)
+    run_dir, results = _run(tmp_path, "linear-probe")
+    test_paths = {s.path for s in load_dataset("shapes").test}
+    assert seen and not set(seen) & test_paths  # C was chosen on val; the probe was fit on train
+    assert results["metrics"]["new_acc"] is None and results["metrics"]["hm"] is None
+    assert results["metrics"]["base_acc"] > 10  # far above chance (3.1%) with 2 shots
+    assert results["probe"]["val_images"] == 32 * 2 and results["probe"]["C"] > 0
+    # 32 base classes x (128 + 1) probe values
+    assert results["trainable_params"] == 32 * 129
+    assert _reevaluate(run_dir) == results["metrics"]
