@@ -27,8 +27,8 @@ from clipfit.checkpoint import (
 from clipfit.config import RunConfig, resolve
 from clipfit.data.base import Dataset, Sample
 from clipfit.data.loaders import default_workers
-from clipfit.data.registry import get_spec, load_dataset
-from clipfit.data.sampling import ClassSubset, class_subsets, few_shot_split
+from clipfit.data.registry import dataset_slug, get_spec, load_dataset
+from clipfit.data.sampling import ClassSubset, class_subsets, draw_few_shot
 from clipfit.engine import LAYERS_FILE, METRICS_FILE, Trainer, TrainTask
 from clipfit.errors import ClipfitError
 from clipfit.evaluate import cap_samples, subset_accuracy, summarise
@@ -69,7 +69,7 @@ def signature(model: str, pretrained: str, recipe: str, dataset: str, seed: int 
 
 def default_run_dir(out: str | Path, cfg: RunConfig) -> Path:
     """``<out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>``."""
-    dataset = cfg.data.dataset.replace(":", "_").replace("/", "_")
+    dataset = dataset_slug(cfg.data.dataset)
     return Path(out) / dataset / cfg.data.setting / cfg.recipe / f"shots{cfg.data.shots}" / f"seed{cfg.seed}"
 
 
@@ -93,15 +93,22 @@ class RunData:
 
 
 def prepare_data(cfg: RunConfig) -> RunData:
-    """Load the dataset, draw the seed's few-shot subsets (Dassl's algorithm) and split the classes."""
+    """Load the dataset, draw the seed's few-shot subsets (Dassl's algorithm) and split the classes.
+
+    The draw is saved as ``split_fewshot/shot_<K>-seed_<S>.json`` (or read from it), see
+    :func:`clipfit.data.sampling.draw_few_shot`.
+    """
     spec = get_spec(cfg.data.dataset)
     if spec.test_only:
         raise RunError(f"dataset '{spec.name}' is test-only; train on another and evaluate with clipfit-eval")
-    dataset = load_dataset(cfg.data.dataset, cfg.data.data_root)
-    template = check_template(cfg.data.template or dataset.template)
-    few_train, few_val = few_shot_split(
-        dataset.train, dataset.val, cfg.data.shots, cfg.seed, sample_val=dataset.fewshot_val
+    dataset = load_dataset(
+        cfg.data.dataset, cfg.data.data_root, make_split=cfg.data.make_split, classnames=cfg.data.classnames
     )
+    if not dataset.train:
+        raise RunError(f"dataset '{dataset.name}' has no training images ({dataset.split_source})")
+    template = check_template(cfg.data.template or dataset.template)
+    draw = draw_few_shot(dataset, cfg.data.shots, cfg.seed)
+    few_train, few_val = draw.train, draw.val
     subsets = class_subsets(dataset, few_train, cfg.data.setting)
     train_subset = subsets["base"] if cfg.data.setting == "base2new" else subsets["all"]
     return RunData(
@@ -432,6 +439,8 @@ def eval_targets(
     *,
     data_root: str | None,
     out: Path,
+    make_split: bool = False,
+    classnames: str | None = None,
     cfg_overrides: dict[str, Any],
     zero_shot: bool = True,
     model: str | None = None,
@@ -453,7 +462,7 @@ def eval_targets(
     bundle = build_trained_model(ckpt, device, "final", model, pretrained)
     all_results = []
     for target in targets:
-        dataset = load_dataset(target, data_root)
+        dataset = load_dataset(target, data_root, make_split=make_split, classnames=classnames)
         template = dataset.template
         subsets = class_subsets(dataset, dataset.train, "eval")
         started = time.time()
@@ -495,8 +504,6 @@ def eval_targets(
             "versions": versions(),
         }
         if env.is_main:
-            atomic_write_text(
-                out / target.replace(":", "_").replace("/", "_") / RESULTS_FILE, json.dumps(results, indent=2) + "\n"
-            )
+            atomic_write_text(out / dataset_slug(target) / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         all_results.append(results)
     return all_results
