@@ -229,6 +229,8 @@ def train_run(
                 if (run_dir / CONFIG_FILE).exists()
                 else {}
             )
+            if old:  # settings added in later versions take their defaults, not "changed"
+                old = RunConfig.from_dict(old).to_dict()
             diff = _config_differences(old, cfg.to_dict())
             if diff:
                 raise RunError(

@@ -41,7 +41,11 @@ def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, 
         ckpt = json.loads((run / "checkpoint.json").read_text())
         assert ckpt["classnames"] == ["banded", "blotchy"]  # base = the first ceil(3/2) classes
 
-    # The same command again: both runs are finished, so nothing trains and the same numbers come back.
+    # The same command again: both runs are finished, so nothing trains and the same numbers come back,
+    # also for a run whose config.json predates the data settings added here.
+    config = json.loads((runs[1] / "config.json").read_text())
+    del config["config"]["data"]["make_split"], config["config"]["data"]["classnames"]
+    (runs[1] / "config.json").write_text(json.dumps(config))
     stamps = [(run / "checkpoint.safetensors").stat().st_mtime_ns for run in runs]
     assert train.main(argv) == 0
     assert [(run / "checkpoint.safetensors").stat().st_mtime_ns for run in runs] == stamps
