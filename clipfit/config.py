@@ -56,8 +56,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "shapes"  # a registered dataset name
+    dataset: str = "shapes"  # a registered dataset name, folder:PATH or csv:FILE
     data_root: str | None = None  # folder holding the dataset folders (CoOp layout)
+    make_split: bool = False  # without a published split file, draw a random one (results not comparable)
+    classnames: str | None = None  # class-name file of a folder:/csv: dataset (one name per line, label order)
     setting: str = "base2new"  # base2new (train on base classes) or fewshot (all classes)
     shots: int = 16  # training images per class (K)
     template: str | None = None  # prompt template override; None: the dataset's template
@@ -125,6 +127,9 @@ def paper_reg_weight(dataset: str, setting: str) -> float:
     if setting == "base2new":
         return PAPER_BASE2NEW_REG_WEIGHT
     return PAPER_FEWSHOT_REG_WEIGHT.get(dataset, PAPER_DEFAULT_FEWSHOT_REG_WEIGHT)
+
+
+PRESETS = ("paper",)
 
 
 def resolve(cfg: RunConfig) -> RunConfig:

@@ -27,8 +27,8 @@ from clipfit.checkpoint import (
 from clipfit.config import RunConfig, resolve
 from clipfit.data.base import Dataset, Sample
 from clipfit.data.loaders import workers_for
-from clipfit.data.registry import get_spec, load_dataset
-from clipfit.data.sampling import ClassSubset, class_subsets, few_shot_split
+from clipfit.data.registry import dataset_slug, get_spec, load_dataset
+from clipfit.data.sampling import ClassSubset, class_subsets, draw_few_shot
 from clipfit.engine import LAYERS_FILE, METRICS_FILE, Trainer, TrainTask
 from clipfit.errors import ClipfitError
 from clipfit.evaluate import cap_samples, subset_accuracy, summarise
@@ -74,7 +74,7 @@ def signature(model: str, pretrained: str, recipe: str, dataset: str, seed: int 
 
 def default_run_dir(out: str | Path, cfg: RunConfig) -> Path:
     """``<out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>``."""
-    dataset = cfg.data.dataset.replace(":", "_").replace("/", "_")
+    dataset = dataset_slug(cfg.data.dataset)
     return Path(out) / dataset / cfg.data.setting / cfg.recipe / f"shots{cfg.data.shots}" / f"seed{cfg.seed}"
 
 
@@ -98,15 +98,22 @@ class RunData:
 
 
 def prepare_data(cfg: RunConfig) -> RunData:
-    """Load the dataset, draw the seed's few-shot subsets (Dassl's algorithm) and split the classes."""
+    """Load the dataset, draw the seed's few-shot subsets (Dassl's algorithm) and split the classes.
+
+    The draw is saved as ``split_fewshot/shot_<K>-seed_<S>.json`` (or read from it), see
+    :func:`clipfit.data.sampling.draw_few_shot`.
+    """
     spec = get_spec(cfg.data.dataset)
     if spec.test_only:
         raise RunError(f"dataset '{spec.name}' is test-only; train on another and evaluate with clipfit-eval")
-    dataset = load_dataset(cfg.data.dataset, cfg.data.data_root)
-    template = check_template(cfg.data.template or dataset.template)
-    few_train, few_val = few_shot_split(
-        dataset.train, dataset.val, cfg.data.shots, cfg.seed, sample_val=dataset.fewshot_val
+    dataset = load_dataset(
+        cfg.data.dataset, cfg.data.data_root, make_split=cfg.data.make_split, classnames=cfg.data.classnames
     )
+    if not dataset.train:
+        raise RunError(f"dataset '{dataset.name}' has no training images ({dataset.split_source})")
+    template = check_template(cfg.data.template or dataset.template)
+    draw = draw_few_shot(dataset, cfg.data.shots, cfg.seed)
+    few_train, few_val = draw.train, draw.val
     subsets = class_subsets(dataset, few_train, cfg.data.setting)
     train_subset = subsets["base"] if cfg.data.setting == "base2new" else subsets["all"]
     return RunData(
@@ -227,6 +234,8 @@ def train_run(
                 if (run_dir / CONFIG_FILE).exists()
                 else {}
             )
+            if old:  # settings added in later versions take their defaults, not "changed"
+                old = RunConfig.from_dict(old).to_dict()
             diff = _config_differences(old, cfg.to_dict())
             if diff:
                 raise RunError(
@@ -245,8 +254,8 @@ def train_run(
     if recipe.kind == "linear-probe" and data is not None:
         attach_probe(bundle.model, len(data.train_subset.classnames))
     trained = apply_recipe(bundle.model, recipe)
-    trainable, _ = count_parameters(bundle.model)
-    line = summary_line(*count_parameters(bundle.model))
+    trainable, total = count_parameters(bundle.model)
+    line = summary_line(trainable, total)
     logger.info(line)
     if data is None:
         return None
@@ -317,7 +326,7 @@ def _train_and_evaluate(run: _Run, resume: Checkpoint | None) -> dict[str, Any]:
     else:
         started = time.time()
         zero_shot = run.evaluate(ClipHead())  # CLIP itself, whatever the recipe adds
-        logger.info("zero-shot: %s (%.1fs)", _format_metrics(zero_shot), time.time() - started)
+        logger.info("zero-shot: %s (%.1fs)", format_metrics(zero_shot), time.time() - started)
 
     meta = {
         "model": bundle.name,
@@ -366,7 +375,7 @@ def _train_and_evaluate(run: _Run, resume: Checkpoint | None) -> dict[str, Any]:
         )  # fmt: skip
         train_seconds = trainer.fit(resume=resume).train_seconds
         metrics = run.evaluate(run.head)
-    logger.info("%s: %s", cfg.recipe, _format_metrics(metrics))
+    logger.info("%s: %s", cfg.recipe, format_metrics(metrics))
     results = {
         "dataset": cfg.data.dataset,
         "setting": cfg.data.setting,
@@ -409,10 +418,12 @@ def _fmt(value: float | None, width: int = 0) -> str:
     return f"{value:{width}.2f}" if value is not None else f"{'n/a':>{width}}"
 
 
-def _format_metrics(metrics: dict[str, float | None]) -> str:
+def format_metrics(metrics: dict[str, float | None], width: int = 0) -> str:
+    """``base 65.08 new 62.58 HM 63.80`` or ``acc 71.20`` (n/a where a metric does not apply)."""
     if "acc" in metrics:
-        return f"acc {_fmt(metrics['acc'])}"
-    return f"base {_fmt(metrics['base_acc'])} new {_fmt(metrics['new_acc'])} HM {_fmt(metrics['hm'])}"
+        return f"acc {_fmt(metrics['acc'], width)}"
+    parts = (("base", "base_acc"), ("new", "new_acc"), ("HM", "hm"))
+    return "  ".join(f"{label} {_fmt(metrics[key], width)}" for label, key in parts)
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -473,6 +484,8 @@ def eval_targets(
     *,
     data_root: str | None,
     out: Path,
+    make_split: bool = False,
+    classnames: str | None = None,
     cfg_overrides: dict[str, Any],
     zero_shot: bool = True,
     model: str | None = None,
@@ -494,7 +507,7 @@ def eval_targets(
     bundle = build_trained_model(ckpt, device, "final", model, pretrained)
     all_results = []
     for target in targets:
-        dataset = load_dataset(target, data_root)
+        dataset = load_dataset(target, data_root, make_split=make_split, classnames=classnames)
         template = dataset.template
         subsets = class_subsets(dataset, dataset.train, "eval")
         started = time.time()
@@ -508,8 +521,8 @@ def eval_targets(
             "%s -> %s: %s%s (%.1fs)",
             ckpt.meta.get("dataset"),
             target,
-            _format_metrics(metrics),
-            f" (zero-shot {_format_metrics(zs)})" if zs else "",
+            format_metrics(metrics),
+            f" (zero-shot {format_metrics(zs)})" if zs else "",
             time.time() - started,
         )
         results = {
@@ -536,8 +549,6 @@ def eval_targets(
             "versions": versions(),
         }
         if env.is_main:
-            atomic_write_text(
-                out / target.replace(":", "_").replace("/", "_") / RESULTS_FILE, json.dumps(results, indent=2) + "\n"
-            )
+            atomic_write_text(out / dataset_slug(target) / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         all_results.append(results)
     return all_results

@@ -39,3 +39,11 @@ def tiny_weights(tmp_path) -> str:
     path = tmp_path / "tiny-pretrained.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def clipfit_cache(tmp_path_factory, monkeypatch):
+    """clipfit's cache directory (random splits, few-shot draws of read-only data) in a fresh temporary folder."""
+    path = tmp_path_factory.mktemp("clipfit-cache")
+    monkeypatch.setenv("CLIPFIT_CACHE", str(path))
+    return path

@@ -4,7 +4,9 @@ Examples::
 
     clipfit-eval --checkpoint runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-eval --checkpoint runs/imagenet/fewshot/clipfit/shots16/seed1 --data-root ~/data \\
-        --datasets imagenetv2 imagenet_sketch imagenet_a imagenet_r      # domain generalisation
+        --datasets imagenet-variants      # domain generalisation: imagenetv2 imagenet_sketch imagenet_a imagenet_r
+    clipfit-eval --checkpoint runs/imagenet/fewshot/clipfit/shots16/seed1 --data-root ~/data \
+        --datasets all                    # cross-dataset transfer (the 11 benchmarks)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from clipfit.checkpoint import apply_checkpoint
 from clipfit.cli.common import run_command, setup_logging
 from clipfit.config import PRECISIONS
+from clipfit.data.registry import expand_names
 from clipfit.run import build_trained_model, eval_targets, evaluate_run, load_run, prepare_data, results_table
 from clipfit.runtime import device_for, init_distributed, resolve_precision
 
@@ -27,8 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", required=True, metavar="RUN_DIR", help="a clipfit-train run directory (or its checkpoint file)"
     )
-    p.add_argument("--datasets", nargs="+", help="target datasets (default: the run's own test set and setting)")
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        metavar="NAME",
+        help="target datasets: names, 'all' (the 11 benchmarks), 'imagenet-variants', folder:PATH, csv:FILE "
+        "(default: the run's own test set and setting)",
+    )
     p.add_argument("--data-root", help="folder holding the target dataset folders")
+    p.add_argument(
+        "--make-split",
+        action="store_true",
+        help="when a target's published split file is missing, use a random split (results not comparable)",
+    )
+    p.add_argument("--classnames", metavar="FILE", help="class names of a folder:/csv: target, one per line")
     p.add_argument("--out", help="where target results go (default <RUN_DIR>/eval/<dataset>/results.json)")
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot comparison on targets")
     p.add_argument("--model", help="override the recorded architecture (must fit the checkpoint)")
@@ -57,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.checkpoint).expanduser()
         if args.datasets:
             out = Path(args.out) if args.out else (run_dir if run_dir.is_dir() else run_dir.parent) / "eval"
-            eval_targets(
+            all_results = eval_targets(
                 run_dir,
-                args.datasets,
+                expand_names(args.datasets),
                 data_root=args.data_root,
                 out=out,
+                make_split=args.make_split,
+                classnames=args.classnames,
                 cfg_overrides=overrides,
                 zero_shot=not args.no_zero_shot,
                 model=args.model,
@@ -69,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 env=env,
             )
             if env.is_main:
+                for r in all_results:
+                    zs = f"  (zero-shot {r['zero_shot']['acc']:.2f})" if r["zero_shot"] else ""
+                    print(f"{r['dataset']:<16} acc {r['metrics']['acc']:6.2f}{zs}")
                 print(f"results: {out}/<dataset>/results.json")
             return 0
         cfg, ckpt = load_run(run_dir)
@@ -77,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(cfg, key, value)
         if args.data_root:
             cfg.data.data_root = args.data_root
+        cfg.data.make_split = cfg.data.make_split or args.make_split
         device = device_for(env, cfg.device)
         precision = resolve_precision(cfg.precision, device)
         bundle = build_trained_model(ckpt, device, "final", args.model, args.pretrained)

@@ -5,23 +5,35 @@ Examples::
     clipfit-train                                     # ClipFit, base-to-new, 16 shots, seed 1, on the shapes world
     clipfit-train --model ViT-B-16 --pretrained none --dry-run
     clipfit-train --dataset dtd --data-root ~/data --model ViT-B-16 --pretrained openai
+    clipfit-train --datasets all --data-root ~/data --setting base2new --seeds 1 2 3 --preset paper
+    clipfit-train --datasets dtd eurosat --data-root ~/data --setting fewshot --shots 1 2 4 8 16 --seeds 1 2 3
+    clipfit-train --dataset folder:~/my_photos --setting fewshot --shots 8
     clipfit-train --resume runs/shapes/base2new/clipfit/shots16/seed1
     torchrun --nproc_per_node 2 -m clipfit.cli.train --dataset dtd --data-root ~/data
+
+Several datasets, settings, shots or seeds make a sweep: one run directory per combination,
+<out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>/; finished runs are skipped and half-finished
+ones resumed, so an interrupted sweep continues where it stopped when run again.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
 from pathlib import Path
 
 from clipfit.cli.common import run_command, setup_logging
-from clipfit.config import PRECISIONS, SETTINGS, RunConfig, resolve
+from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
+from clipfit.data.base import DataError
+from clipfit.data.registry import expand_names, get_spec
+from clipfit.errors import ClipfitError, ConfigError
+from clipfit.evaluate import harmonic_mean
 from clipfit.recipes import RECIPES
-from clipfit.run import CONFIG_FILE, RunError, default_run_dir, results_table, train_run
-from clipfit.runtime import init_distributed
+from clipfit.run import CONFIG_FILE, RunError, default_run_dir, format_metrics, results_table, train_run
+from clipfit.runtime import DistEnv, init_distributed
 
 logger = logging.getLogger("clipfit.cli.train")
 
@@ -31,11 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clipfit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", help="registered dataset name (default: shapes, the built-in shapes world)")
-    d.add_argument("--data-root", help="folder holding the dataset folders (CoOp layout)")
-    d.add_argument("--setting", choices=SETTINGS, help="base2new (train on base classes) or fewshot (default base2new)")
-    d.add_argument("--shots", type=int, help="training images per class (default 16)")
+    d.add_argument(
+        "--dataset",
+        "--datasets",
+        dest="datasets",
+        nargs="+",
+        metavar="NAME",
+        help="dataset(s): a registered name (shapes, imagenet, dtd, ...), 'all' (the 11 benchmarks), "
+        "folder:PATH (one sub-folder per class) or csv:FILE (path,label columns) (default: shapes)",
+    )
+    d.add_argument("--data-root", help="folder holding the dataset folders (CoOp layout, see README 'Datasets')")
+    d.add_argument(
+        "--setting",
+        nargs="+",
+        choices=SETTINGS,
+        help="base2new (train on base classes, report Base/New/HM) and/or fewshot (all classes) (default base2new)",
+    )
+    d.add_argument("--shots", nargs="+", type=int, metavar="K", help="training images per class (default 16)")
     d.add_argument("--template", help="prompt template with one {} for the class name (default: the dataset's)")
+    d.add_argument(
+        "--make-split",
+        action="store_true",
+        default=None,
+        help="when a benchmark's published split file is missing, draw a random split (saved in the cache "
+        "directory; results are marked not comparable)",
+    )
+    d.add_argument("--classnames", metavar="FILE", help="class names of a folder:/csv: dataset, one per line")
     d.add_argument("--num-workers", type=int, help="DataLoader workers (default: half the cores; 0 for shapes)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="open_clip architecture (default: ViT-B-16; shapes-vit-tiny for shapes)")
@@ -44,7 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="open_clip tag (openai, laion2b_s34b_b88k, ...), local weights file, hf-hub:ORG/REPO, or none "
         "(default: openai; shapes-world for shapes)",
     )
-    m.add_argument("--recipe", choices=list(RECIPES), help="which tensors train (default clipfit; see README Recipes)")
+    m.add_argument(
+        "--recipe",
+        "--recipes",
+        dest="recipes",
+        nargs="+",
+        choices=list(RECIPES),
+        metavar="NAME",
+        help=f"recipe(s): which tensors train (default clipfit; one of {', '.join(RECIPES)}; see README Recipes)",
+    )
     h = p.add_argument_group("baseline recipes")
     h.add_argument("--coop-ctx", type=int, help="coop: learnable context vectors (default 16, random init)")
     h.add_argument("--coop-init", help='coop: initialise the context from a phrase, e.g. "a photo of a"')
@@ -61,13 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument(
         "--reg-weight",
         type=float,
-        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397)",
+        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397; 0 for baselines)",
     )
-    o.add_argument("--seed", type=int, help="seed of the few-shot draw, shuffling and augmentation (default 1)")
+    o.add_argument(
+        "--seed",
+        "--seeds",
+        dest="seeds",
+        nargs="+",
+        type=int,
+        metavar="S",
+        help="seed(s) of the few-shot draw, shuffling and augmentation (default 1)",
+    )
+    o.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="paper: the paper's per-dataset epochs and lambda for every run (the defaults; the flag refuses "
+        "--epochs/--reg-weight so a sweep cannot drift from them)",
+    )
     r = p.add_argument_group("run")
     r.add_argument("--out", default="runs", help="root of run directories (default runs/)")
     r.add_argument(
-        "--run-dir", help="exact run directory (default <out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>)"
+        "--run-dir",
+        help="exact run directory of a single run (default <out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>)",
     )
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its stored settings")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run directory's files")
@@ -89,7 +145,8 @@ def _set(obj, **values) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Map the parsed flags onto a RunConfig; unset flags keep the config's defaults."""
+    """Map the parsed flags onto a RunConfig (the first value of each sweep axis); unset flags keep the
+    config's defaults."""
     cfg = RunConfig()
     _set(cfg.model, name=args.model, pretrained=args.pretrained)
     _set(
@@ -98,12 +155,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )  # fmt: skip
     _set(
         cfg.data,
-        dataset=args.dataset,
+        dataset=expand_names(args.datasets)[0] if args.datasets else None,
         data_root=args.data_root,
-        setting=args.setting,
-        shots=args.shots,
+        setting=args.setting[0] if args.setting else None,
+        shots=args.shots[0] if args.shots else None,
         template=args.template,
         num_workers=args.num_workers,
+        make_split=args.make_split,
+        classnames=args.classnames,
     )
     _set(
         cfg.optim,
@@ -118,8 +177,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
     _set(
         cfg,
-        recipe=args.recipe,
-        seed=args.seed,
+        recipe=args.recipes[0] if args.recipes else None,
+        seed=args.seeds[0] if args.seeds else None,
         precision=args.precision,
         device=args.device,
         log_every=args.log_every,
@@ -127,6 +186,93 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         max_eval_images=args.max_eval_images,
     )
     return cfg
+
+
+def run_configs(args: argparse.Namespace) -> list[RunConfig]:
+    """One RunConfig per (dataset, setting, recipe, shots, seed) of the sweep, in that nesting order."""
+    base = config_from_args(args)
+    datasets = expand_names(args.datasets) if args.datasets else [base.data.dataset]
+    for name in datasets:
+        if get_spec(name).test_only:
+            raise ConfigError(f"dataset '{name}' is test-only: train on another one and evaluate with clipfit-eval")
+    if args.preset and (args.epochs is not None or args.reg_weight is not None):
+        raise ConfigError("--preset paper sets the epochs and lambda of every dataset; drop --epochs/--reg-weight")
+    configs = []
+    # Unset epochs and lambda resolve per dataset, setting and recipe to the paper's values (clipfit.config).
+    axes = itertools.product(
+        datasets, args.setting or [base.data.setting], args.recipes or [base.recipe], args.shots or [base.data.shots],
+        args.seeds or [base.seed],
+    )  # fmt: skip
+    for dataset, setting, recipe, shots, seed in axes:
+        cfg = RunConfig.from_dict(base.to_dict())
+        cfg.data.dataset, cfg.data.setting, cfg.recipe, cfg.data.shots, cfg.seed = dataset, setting, recipe, shots, seed
+        configs.append(cfg)
+    if len(configs) > 1 and args.run_dir:
+        raise ConfigError(f"--run-dir names one run, but the flags make a sweep of {len(configs)} runs; use --out")
+    return configs
+
+
+def _axes(cfg: RunConfig) -> str:
+    return f"{cfg.data.dataset:<16} {cfg.data.setting:<8} {cfg.recipe:<13} shots {cfg.data.shots:<2}"
+
+
+def _format(metrics: dict[str, float | None] | None) -> str:
+    return format_metrics(metrics, width=6) if metrics else ""
+
+
+def _mean_over_seeds(results: list[dict]) -> dict[str, float | None]:
+    """Mean of each metric over seeds (None if a seed has none); for base-to-new the HM of the mean Base
+    and mean New."""
+    keys = results[0]["metrics"].keys()
+    values = {k: [r["metrics"][k] for r in results] for k in keys}
+    mean = {k: None if None in v else sum(v) / len(v) for k, v in values.items()}
+    if mean.get("base_acc") is not None and mean.get("new_acc") is not None:
+        mean["hm"] = harmonic_mean(mean["base_acc"], mean["new_acc"])
+    return mean
+
+
+def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> int:
+    """Run every configuration into its own directory; a dataset whose data fails is skipped, the rest go on."""
+    rows: list[tuple[RunConfig, Path, dict | None, str]] = []
+    broken: dict[str, str] = {}
+    for i, cfg in enumerate(configs, 1):
+        run_dir = default_run_dir(args.out, resolve(cfg))
+        label = f"{cfg.data.dataset} {cfg.data.setting} {cfg.recipe} shots {cfg.data.shots} seed {cfg.seed}"
+        if cfg.data.dataset in broken:
+            rows.append((cfg, run_dir, None, "skipped: data error above"))
+            continue
+        logger.info("[%d/%d] %s -> %s", i, len(configs), label, run_dir)
+        try:
+            results = train_run(cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run)
+            rows.append((cfg, run_dir, results, "dry run: data resolved" if args.dry_run else ""))
+        except DataError as exc:
+            logger.error("%s: %s", label, exc)
+            broken[cfg.data.dataset] = str(exc)
+            rows.append((cfg, run_dir, None, "failed: data error"))
+        except ClipfitError as exc:
+            logger.error("%s: %s", label, exc)
+            rows.append((cfg, run_dir, None, f"failed: {type(exc).__name__}"))
+    if env.is_main:
+        print(f"sweep of {len(configs)} runs (zero-shot in brackets):")
+        for cfg, run_dir, results, note in rows:
+            head = f"{_axes(cfg)} seed {cfg.seed:<2}"
+            if results:
+                print(f"  {head}  {_format(results['metrics'])}  [{_format(results['zero_shot'])}]  {run_dir}")
+            else:
+                print(f"  {head}  {note}  {run_dir}")
+        groups: dict[tuple, list[dict]] = {}
+        for cfg, _, results, _ in rows:
+            if results:
+                groups.setdefault(_axes(cfg), []).append(results)
+        if any(len(v) > 1 for v in groups.values()):
+            print("means over seeds (HM of the mean Base and mean New):")
+            for axes, results in groups.items():
+                print(f"  {axes} {len(results)} seeds  {_format(_mean_over_seeds(results))}")
+    failed = sum(1 for _, _, results, note in rows if results is None and not note.startswith("dry run"))
+    if failed:
+        logger.error("%d of %d runs failed or were skipped; see the messages above", failed, len(rows))
+        return 2
+    return 0
 
 
 def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
@@ -150,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(args.resume)
             cfg = _resume_config(run_dir, args)
         else:
-            cfg = config_from_args(args)
+            configs = run_configs(args)
+            if len(configs) > 1:
+                return sweep(configs, args, env)
+            cfg = configs[0]
             run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.out, resolve(cfg))
         results = train_run(
             cfg,
@@ -158,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
             overwrite=args.overwrite,
             dry_run=args.dry_run,
-            resolve_data=args.dataset is not None or args.resume is not None,
+            resolve_data=args.datasets is not None or args.resume is not None,
         )
         if results is not None and env.is_main:
             print(results_table(results))

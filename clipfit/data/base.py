@@ -40,6 +40,14 @@ class Sample:
 ImageReader = Callable[[str], Image.Image]
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read a dataset beyond its name and data root (the CLI's data flags)."""
+
+    make_split: bool = False  # draw a random split when a benchmark's published split file is missing
+    classnames: str | None = None  # class-name file of a folder:/csv: dataset (one name per line, label order)
+
+
 class FileReader:
     """Opens ``root / path`` as an RGB PIL image; a broken file is named in the error."""
 
@@ -75,7 +83,9 @@ class Dataset:
     split_source: str = ""  # where the split came from (a split file name, "folders", "generated")
     comparable: bool = True  # False when the split was drawn at random (--make-split)
     fewshot_val: bool = True  # False for ImageNet, whose val split is its test split (CoOp samples train only)
-    info: dict = field(default_factory=dict)  # reader-specific notes recorded in results.json
+    info: dict = field(default_factory=dict)  # reader-specific notes (e.g. where the class names came from)
+    fewshot_dir: Path | None = None  # where few-shot draws are saved as shot_K-seed_S.json (None: not saved)
+    fewshot_fallback: Path | None = None  # used instead when fewshot_dir cannot be written (read-only data)
 
     def summary(self) -> str:
         return (

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 
-from clipfit.data.base import Dataset, Sample
-from clipfit.data.sampling import class_subsets, few_shot_split, group_by_label, sample_few_shot
+import pytest
+from fixture_trees import build
+
+from clipfit.data import sampling
+from clipfit.data.base import DataError, Dataset, Sample
+from clipfit.data.registry import load_dataset
+from clipfit.data.sampling import class_subsets, draw_few_shot, few_shot_split, group_by_label, sample_few_shot
 
 
 def _items(labels: list[int], prefix: str = "img") -> list[Sample]:
@@ -95,3 +102,72 @@ def test_base_new_uses_only_labels_present_in_train():
 def test_fewshot_setting_uses_all_classes():
     subsets = class_subsets(_dataset(4), _items([0]), "fewshot")
     assert list(subsets) == ["all"] and subsets["all"].labels == (0, 1, 2, 3)
+
+
+# ---------------------------------------------------------------------------- the JSON few-shot files
+def _fixture(tmp_path, name="dtd"):
+    build(tmp_path, name)
+    return load_dataset(name, tmp_path)
+
+
+def test_a_draw_is_saved_as_json_beside_the_split_file_and_reused(tmp_path):
+    dataset = _fixture(tmp_path)
+    draw = draw_few_shot(dataset, 2, 1)
+    path = tmp_path / "dtd" / "split_fewshot" / "shot_2-seed_1.json"
+    assert draw.path == path and not draw.reused
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"train", "val"}
+    assert saved["train"] == [s.to_json() for s in draw.train] and saved["val"] == [s.to_json() for s in draw.val]
+    assert (draw.train, draw.val) == few_shot_split(dataset.train, dataset.val, 2, 1)
+    # The file is the source of truth once it exists: a draw edited there is what is used.
+    saved["train"] = saved["train"][:1]
+    path.write_text(json.dumps(saved))
+    again = draw_few_shot(dataset, 2, 1)
+    assert again.reused and [s.to_json() for s in again.train] == saved["train"]
+
+
+def test_same_seed_gives_the_same_file_on_another_copy_of_the_dataset(tmp_path):
+    a, b = _fixture(tmp_path / "a"), _fixture(tmp_path / "b")
+    fa, fb = draw_few_shot(a, 2, 3).path, draw_few_shot(b, 2, 3).path
+    assert fa != fb and fa.read_text() == fb.read_text()
+    assert draw_few_shot(a, 2, 4).path.read_text() != fa.read_text()
+
+
+def test_a_read_only_dataset_folder_falls_back_to_the_cache_dir(tmp_path, clipfit_cache, monkeypatch):
+    dataset = _fixture(tmp_path)
+    folder = tmp_path / "dtd"
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    os.chmod(folder, 0o555)
+    if os.geteuid() == 0:  # root writes anywhere: make the dataset folder refuse as a read-only mount would
+        writable = sampling._writable
+        monkeypatch.setattr(sampling, "_writable", lambda d: not d.is_relative_to(folder) and writable(d))
+    try:
+        draw = draw_few_shot(dataset, 2, 1)
+        assert draw.path.is_relative_to(clipfit_cache) and draw.path.name == "shot_2-seed_1.json"
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+        assert draw_few_shot(dataset, 2, 1).reused
+    finally:
+        os.chmod(folder, 0o755)
+
+
+def test_a_few_shot_file_from_another_split_is_refused(tmp_path):
+    dataset = _fixture(tmp_path)
+    path = draw_few_shot(dataset, 2, 1).path
+    saved = json.loads(path.read_text())
+    saved["train"][0][0] = "banded/not_in_the_split.jpg"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(DataError, match=r"does not match the current split of 'dtd'.*delete it"):
+        draw_few_shot(dataset, 2, 1)
+
+
+def test_imagenet_saves_train_only_and_keeps_its_val(tmp_path):
+    dataset = _fixture(tmp_path, "imagenet")
+    draw = draw_few_shot(dataset, 2, 1)
+    assert json.loads(draw.path.read_text())["val"] == []
+    assert len(draw.train) == 6 and draw.val == dataset.val
+    assert draw_few_shot(dataset, 2, 1).train == draw.train
+
+
+def test_generated_data_is_not_saved():
+    draw = draw_few_shot(load_dataset("shapes"), 1, 1)
+    assert draw.path is None and len(draw.train) == 64
