@@ -310,6 +310,8 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
     device = _device(common.device)
     source = load_source(opts.checkpoint, opts.pretrained, opts.recipe or "clipfit") if opts.checkpoint else None
     if source is None:
+        if opts.state == "final":
+            raise AnalysisError("--state final needs a checkpoint (CKPT) whose fine-tuned values to use")
         model_spec = parse_pretrained(opts.pretrained) if opts.pretrained else None
         cfg = _data_config(None, opts.data, model_spec)
         bundle = build_model(cfg.model.name, cfg.model.pretrained, device)
@@ -317,10 +319,8 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
         sig = signature(bundle.name, bundle.pretrained, recipe, cfg.data.dataset, cfg.seed)
         state = "pretrained"
     else:
-        if opts.state == "final" and source.ckpt is None:
-            raise AnalysisError("--state final needs a checkpoint")
         cfg = _data_config(source, opts.data)
-        bundle = _trained_model(source, opts.pretrained if source.cfg is not None else None, device)
+        bundle = _trained_model(source, opts.pretrained, device)
         recipe = opts.recipe or source.ckpt.meta.get("recipe", "clipfit")
         sig = source.signature
         state = opts.state

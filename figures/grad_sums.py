@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from figures.steps import draw_step_curves
-from figures.style import PALETTE, new_figure, styled
+from figures.style import PALETTE, new_figure, require, styled
 
 IN_RECIPE, OTHER = PALETTE[0], PALETTE[7]
 
@@ -25,6 +25,7 @@ def group_totals(table: pd.DataFrame) -> pd.DataFrame:
 
 def draw_grad_sums(table: pd.DataFrame, top: int = 25) -> Figure:
     """Left: layer groups ranked by their summed squared gradients; right: the ``top`` tensors."""
+    require(table, "grad_sums")
     totals = group_totals(table)
     ranked = table.sort_values("rank").head(top)
     with styled():
@@ -83,7 +84,10 @@ def caption_grad_sums(table: pd.DataFrame) -> str:
 
 def draw_grad_steps(steps: pd.DataFrame) -> Figure:
     """Squared gradient of each trained tensor at every logged step (log scale)."""
-    return draw_step_curves(steps, "grad_sq", "squared gradient", "Squared gradients during training", log=True)
+    require(steps, "grad_sums_steps")
+    return draw_step_curves(
+        steps, "grad_sq", "squared gradient", "Squared gradients during training", log=True, smooth=True
+    )
 
 
 def caption_grad_steps(steps: pd.DataFrame) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from figures.steps import draw_step_curves
-from figures.style import colours, new_figure, short_positions, styled
+from figures.style import colours, new_figure, require, short_positions, styled
 
 MEASURES = {
     "sq_change": "squared L2 change ||θ−θ₀||²",
@@ -24,6 +24,7 @@ AXIS = {"sq_change": "squared L2 change", "l2_change": "L2 change", "rel_change"
 
 def draw_param_change(table: pd.DataFrame, measure: str = "sq_change") -> Figure:
     """Bars of ``measure`` per position, one panel per layer group, one colour per checkpoint."""
+    require(table, "param_change")
     groups = list(dict.fromkeys(table.sort_values("order")["group"]))
     checkpoints = list(dict.fromkeys(table["checkpoint"]))
     palette = dict(zip(checkpoints, colours(len(checkpoints)), strict=True))
@@ -86,6 +87,7 @@ def caption_param_change(table: pd.DataFrame, measure: str = "sq_change") -> str
 
 def draw_param_steps(steps: pd.DataFrame) -> Figure:
     """Squared change from the pretrained value of each tensor over training steps."""
+    require(steps, "param_change_steps")
     return draw_step_curves(
         steps, "sq_change", "squared L2 change", "Change from the pretrained values during training"
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import colours, new_figure, styled
+from figures.style import colours, new_figure, require, styled
 
 FLOOR = 1e-12  # 1 - CKA below this (float rounding of "unchanged") is drawn at the floor of the log axis
 
@@ -17,6 +17,7 @@ def draw_rep_change(table: pd.DataFrame) -> Figure:
     """1 - CKA per block on a log scale (higher = moved more), one panel per tower, blocks in forward
     order, then the output feature. Fine-tuning a few tensors keeps CKA close to 1, so its
     complement on a log axis is what shows which blocks moved."""
+    require(table, "rep_change")
     towers = list(dict.fromkeys(table["tower"]))
     palette = dict(zip(towers, colours(len(towers)), strict=True))
     with styled():

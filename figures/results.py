@@ -10,7 +10,7 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import colours, new_figure, styled
+from figures.style import colours, new_figure, require, styled
 
 
 def _own(table: pd.DataFrame) -> pd.DataFrame:
@@ -29,6 +29,7 @@ def _with_labels(table: pd.DataFrame) -> pd.DataFrame:
 
 def draw_base2new(table: pd.DataFrame) -> Figure:
     """Base, New and HM per dataset (and the Average), one bar per method."""
+    require(table, "results_base2new")
     own = _with_labels(_own(table))
     datasets = list(dict.fromkeys(own["dataset"]))
     methods = list(dict.fromkeys(own["label"]))
@@ -51,8 +52,11 @@ def draw_base2new(table: pd.DataFrame) -> Figure:
                 ha="right" if len(datasets) > 3 else "center",
             )
             ax.set_title(title)
+            if len(datasets) * len(methods) <= 12:
+                for container in ax.containers:
+                    ax.bar_label(container, fmt="%.1f", fontsize=7, padding=1)
         axes[0].set_ylabel("accuracy (%)")
-        axes[-1].legend(loc="lower right")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center")
         fig.suptitle("Base-to-new generalisation (mean over seeds)")
     return fig
 
@@ -71,6 +75,7 @@ def caption_base2new(table: pd.DataFrame) -> str:
 
 def draw_fewshot(table: pd.DataFrame) -> Figure:
     """Accuracy against shots, one panel per dataset (and the Average); zero-shot is the 0-shot point."""
+    require(table, "results_fewshot")
     own = _with_labels(_own(table))
     datasets = list(dict.fromkeys(own["dataset"]))
     methods = list(dict.fromkeys(own["label"]))
@@ -120,6 +125,7 @@ def caption_fewshot(table: pd.DataFrame) -> str:
 
 def draw_eval(table: pd.DataFrame) -> Figure:
     """Target accuracy of each trained method beside its zero-shot accuracy."""
+    require(table, "results_eval")
     own = _with_labels(_own(table))
     targets = list(dict.fromkeys(own["dataset"]))
     methods = list(dict.fromkeys(own["label"]))

@@ -15,9 +15,13 @@ from figures.style import new_figure, sequential, styled
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
-def draw_step_curves(table: pd.DataFrame, value: str, ylabel: str, title: str, log: bool = False) -> Figure:
+def draw_step_curves(
+    table: pd.DataFrame, value: str, ylabel: str, title: str, log: bool = False, smooth: bool = False
+) -> Figure:
     """Lines of ``value`` against step for each tensor; colour = position (dark = early), line style =
-    checkpoint when there are several."""
+    checkpoint when there are several. ``smooth`` draws a centred moving average over about 4% of
+    the records (per-step gradients are noisy); the CSV keeps the raw values."""
+    window = max(1, table["step"].nunique() // 25) if smooth else 1
     groups = list(dict.fromkeys(table.sort_values("order")["group"]))
     checkpoints = list(dict.fromkeys(table["checkpoint"]))
     cols = min(3, max(1, len(groups)))
@@ -36,7 +40,7 @@ def draw_step_curves(table: pd.DataFrame, value: str, ylabel: str, title: str, l
                         continue
                     ax.plot(
                         line["step"],
-                        line[value],
+                        line[value].rolling(window, center=True, min_periods=1).mean(),
                         color=palette[position],
                         linestyle=_LINESTYLES[c % len(_LINESTYLES)],
                         linewidth=1.2,
@@ -48,11 +52,12 @@ def draw_step_curves(table: pd.DataFrame, value: str, ylabel: str, title: str, l
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
             if len(positions) <= 14:
-                ax.legend(ncol=2 if len(positions) > 7 else 1, fontsize=7)
+                ax.legend(ncol=2 if len(positions) > 7 else 1, fontsize=7, loc="best")
         for ax in list(axes.flat)[len(groups) :]:
             ax.set_visible(False)
         suffix = ""
         if len(checkpoints) > 1:
             suffix = " (" + ", ".join(f"{_LINESTYLES[i % 4]} {c}" for i, c in enumerate(checkpoints)) + ")"
-        fig.suptitle(title + suffix)
+        smoothing = f", moving average over {window} records" if window > 1 else ""
+        fig.suptitle(title + suffix + smoothing)
     return fig

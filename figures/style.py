@@ -15,6 +15,8 @@ from pathlib import Path
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
+from analysis.schemas import ALL as SCHEMAS
+
 RC = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -86,3 +88,12 @@ def short_positions(positions: Sequence[str]) -> tuple[list[str], str]:
     if parts and all(len(p) == 2 and p[0].isdigit() for p in parts) and len({p[1] for p in parts}) == 1:
         return [p[0] for p in parts], f"block ({parts[0][1]})"
     return list(positions), ""
+
+
+def require(table, kind: str) -> None:
+    """Refuse a table that lacks the columns of schema ``kind`` (a key of ``analysis.schemas.ALL``)."""
+    missing = [c for c in SCHEMAS[kind] if c not in table.columns]
+    if missing:
+        raise ValueError(f"a {kind} table needs the columns {list(SCHEMAS[kind])}; missing {missing}")
+    if table.empty:
+        raise ValueError(f"the {kind} table is empty: nothing to draw")

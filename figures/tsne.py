@@ -8,11 +8,13 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import colours, new_figure, styled
+from figures.style import colours, new_figure, require, styled
 
 
 def draw_tsne(points: pd.DataFrame, metrics: pd.DataFrame) -> Figure:
     """One scatter per model, coloured by class, titled with its silhouette and k-NN accuracy."""
+    require(points, "tsne")
+    require(metrics, "tsne_metrics")
     models = list(dict.fromkeys(points["model"]))
     classes = points.drop_duplicates("label").sort_values("label")
     palette = dict(zip(classes["label"], colours(len(classes)), strict=True))
