@@ -208,15 +208,20 @@ def _test_samples(data: RunData, subset_name: str | None, max_classes: int | Non
 # ----------------------------------------------------------------------------- param-change
 
 
-def run_param_change(opts: ParamChangeOptions, common: Common) -> list[ReportFigure]:
-    """Per-layer change of each checkpoint (Fig. 3; Fig. 4 right for a λ = 8 / λ = 0 pair)."""
+def run_param_change(
+    opts: ParamChangeOptions, common: Common, sources: list[Source] | None = None
+) -> list[ReportFigure]:
+    """Per-layer change of each checkpoint (Fig. 3; Fig. 4 right for a λ = 8 / λ = 0 pair).
+
+    ``sources`` may pass the checkpoints already loaded (the report does), instead of ``opts.checkpoints``.
+    """
     from analysis.param_change import change_over_steps, combine, group_summary, param_change
     from figures.param_change import caption_param_change, caption_param_steps, draw_param_change, draw_param_steps
     from figures.report import ReportFigure
 
     if opts.measure not in ("sq_change", "l2_change", "rel_change"):
         raise AnalysisError(f"unknown measure '{opts.measure}'; choose sq_change, l2_change or rel_change")
-    sources = [load_source(p, opts.pretrained, opts.recipe) for p in opts.checkpoints]
+    sources = sources or [load_source(p, opts.pretrained, opts.recipe) for p in opts.checkpoints]
     labels = opts.labels or default_labels(sources)
     if len(labels) != len(sources):
         raise AnalysisError(f"{len(labels)} labels for {len(sources)} checkpoints; give one label per checkpoint")
@@ -658,7 +663,7 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         notes.append("No results.json in the given run directories (unfinished runs?): no results table.")
 
     figures += run_param_change(
-        ParamChangeOptions([str(s.path) for s in sources], labels, opts.pretrained), sub["param-change"]
+        ParamChangeOptions([str(s.path) for s in sources], labels, opts.pretrained), sub["param-change"], sources
     )
     figures += run_grad_steps(sources, labels, sub["grad-sums"])
     if not any(s.layers_file for s in sources):

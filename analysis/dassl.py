@@ -56,11 +56,31 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {
 _CHECKPOINT_NAME = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
-@dataclass(frozen=True)
 class _StorageType:
-    """What a storage class name in the pickle resolves to: just its dtype."""
+    """What a storage class (or dtype) name in the pickle resolves to: just its dtype."""
 
-    dtype: torch.dtype
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("the file tries to modify a storage type")
+
+
+class _Trusted:
+    """An allowed function as the pickle sees it: callable, never modifiable (BUILD is refused)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def __call__(self, *args: Any) -> Any:
+        return self.target(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("the file tries to modify a function it calls")
 
 
 class Stub:
@@ -114,18 +134,20 @@ def _plain_dict(*_: Any) -> dict:
 
 
 # Exactly the globals a torch.save'd training checkpoint needs for its tensors and containers.
+# Functions are reimplemented here and handed out wrapped (a fresh _Trusted per lookup); the
+# classes are immutable builtin types; storage and dtype names become fresh _StorageType markers.
 ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "defaultdict"): _plain_dict,
     ("collections", "OrderedDict"): OrderedDict,
     # plain containers (protocol 2 names the builtins module "__builtin__")
     **{(module, c.__name__): c for module in ("builtins", "__builtin__") for c in (dict, list, set, frozenset, tuple)},
-    ("collections", "defaultdict"): _plain_dict,
-    **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
+    **{("torch", name): dtype for name, dtype in _STORAGE_DTYPES.items()},
     # dtypes (the dtype argument of _rebuild_tensor_v3) pickle as torch.<name>
-    **{("torch", str(dtype).split(".")[1]): _StorageType(dtype) for dtype in set(_STORAGE_DTYPES.values())},
+    **{("torch", str(dtype).split(".")[1]): dtype for dtype in set(_STORAGE_DTYPES.values())},
 }
 
 
@@ -139,7 +161,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in ALLOWED:
-            return ALLOWED[(module, name)]
+            target = ALLOWED[(module, name)]
+            if isinstance(target, torch.dtype):
+                return _StorageType(target)
+            return target if isinstance(target, type) else _Trusted(target)
         self.stubbed.add(f"{module}.{name}")
         return _stub_class(module, name)
 
@@ -202,7 +227,7 @@ def read_torch_zip(path: str | Path) -> tuple[Any, set[str]]:
         unpickler = RestrictedUnpickler(io.BytesIO(archive.read(f"{prefix}/data.pkl")), load_storage)
         try:
             obj = unpickler.load()
-        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        except Exception as exc:  # whatever a broken or hostile pickle makes fail, it is not a checkpoint
             raise CheckpointError(
                 f"{path} could not be read as a PyTorch checkpoint: {type(exc).__name__}: {exc}"
             ) from exc

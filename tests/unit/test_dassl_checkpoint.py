@@ -129,7 +129,9 @@ def test_reading_needs_no_plain_unpickle(reference, tmp_path):
     assert {"torch.optim.lr_scheduler.CosineAnnealingLR", "torch.optim.sgd.SGD"} <= checkpoint.stubbed
     # names mapped to open_clip's; the fp16 text biases stay fp16 as stored, LayerNorms fp32
     tensors = checkpoint.tensors
-    assert set(tensors) == {n for n in dict(model.named_parameters()) if n not in ("token_embedding.weight", "logit_scale")}
+    assert set(tensors) == {
+        n for n in dict(model.named_parameters()) if n not in ("token_embedding.weight", "logit_scale")
+    }
     assert tensors["transformer.resblocks.0.mlp.c_proj.bias"].dtype == torch.float16
     assert tensors["visual.ln_pre.weight"].dtype == torch.float32
 
@@ -170,7 +172,7 @@ def test_files_that_are_not_checkpoints(tmp_path):
     archive = tmp_path / "model.pth.tar-1"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("readme.txt", "a zip, but not from torch.save")
-    with pytest.raises(CheckpointError, match="not one written by torch.save"):
+    with pytest.raises(CheckpointError, match=r"not one written by torch\.save"):
         read_torch_zip(archive)
     tensors_only = tmp_path / "weights.pt"
     torch.save({"weight": torch.ones(2)}, tensors_only)
@@ -179,3 +181,15 @@ def test_files_that_are_not_checkpoints(tmp_path):
     (tmp_path / "output").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         load_source(tmp_path / "output")
+
+
+def test_a_pickle_that_tries_to_modify_a_trusted_function_is_refused(tmp_path):
+    # PROTO 2; GLOBAL torch._utils._rebuild_tensor_v2; EMPTY_DICT; {"evil": 1}; BUILD; STOP:
+    # a plain unpickler would set an attribute on torch's function; this reader refuses.
+    data = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x04\x00\x00\x00evilK\x01sb."
+    path = tmp_path / "model.pth.tar-1"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data)
+        archive.writestr("archive/byteorder", "little")
+    with pytest.raises(CheckpointError, match="tries to modify"):
+        read_torch_zip(path)
