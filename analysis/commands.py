@@ -240,7 +240,7 @@ def run_param_change(
         ReportFigure(
             "param_change",
             "Per-layer parameter change (paper Fig. 3)"
-            + (", with and without a setting (Fig. 4 right)" if len(sources) > 1 else ""),
+            + (", checkpoints side by side (Fig. 4 right: λ = 8 against λ = 0)" if len(sources) > 1 else ""),
             caption_param_change(table, opts.measure),
             saved.png,
             saved.svg,

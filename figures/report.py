@@ -123,7 +123,7 @@ def write_report(
     ]
     md = [f"# {title}", "", *[p + "\n" for p in intro], f"## {runs.title}", "", _md_table(runs.headers, runs.rows), ""]
     for table in tables:
-        parts += [f'<h2 id="{html.escape(table.key)}">{html.escape(table.title)}</h2>', _html_table(table)]
+        parts += [f'<h2 id="table-{html.escape(table.key)}">{html.escape(table.title)}</h2>', _html_table(table)]
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]
         parts.append(_files_html(table.data, out))
         md += [f"## {table.title}", "", _md_table(table.headers, table.rows), "", *[n + "\n" for n in table.notes]]

@@ -127,9 +127,12 @@ class _Figures(HTMLParser):
         super().__init__()
         self.images: dict[str, str] = {}
         self.links: list[str] = []
+        self.ids: list[str] = []
 
     def handle_starttag(self, tag, attrs) -> None:
         attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
         if tag == "img":
             self.images[attrs["data-figure"]] = attrs["src"]
         if tag == "a":
@@ -157,6 +160,7 @@ def test_report(tiny_run, tmp_path, capsys):
     parser.feed((out / "index.html").read_text())
     parser.close()
     assert sorted(parser.images) == sorted(keys)  # every figure embedded, none twice
+    assert len(parser.ids) == len(set(parser.ids))  # anchors are unique
     for src in parser.images.values():
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
