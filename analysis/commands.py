@@ -236,11 +236,15 @@ def run_param_change(
         "notes": [n for s in sources for n in s.notes],
     }
     side = out.sidecar("param_change", signatures, [csv, saved.png, saved.svg], summary)
+    title = "Per-layer parameter change (paper Fig. 3)"
+    if len({s.reg_weight for s in sources}) > 1:
+        title = "Per-layer parameter change with different regulariser weights (paper Fig. 4 right)"
+    elif len(sources) > 1:
+        title += ", checkpoints side by side"
     figures = [
         ReportFigure(
             "param_change",
-            "Per-layer parameter change (paper Fig. 3)"
-            + (", checkpoints side by side (Fig. 4 right: λ = 8 against λ = 0)" if len(sources) > 1 else ""),
+            title,
             caption_param_change(table, opts.measure),
             saved.png,
             saved.svg,
