@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Train the shapes-world demo, then write its figure report (the last line printed is the report's path).
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m clipfit.demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m clipfit.demo --out runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m analysis.cli report runs/demo/shapes/base2new/clipfit/shots16/seed1 --out reports/demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -1,0 +1,148 @@
+"""Batched feature extraction: image features and per-block hidden states of both towers.
+
+This is the code that runs models; the analyses that read its outputs are pure functions. Forward
+hooks exist only inside :func:`recording`, whose ``finally`` removes them, so an exception in the
+middle of a pass never leaves a hook behind on the model.
+
+Hidden states are pooled to one vector per input the way each tower pools its output: the class
+token for open_clip's ViT image tower (``pool_type`` "tok"; the patch-token mean for "avg"), the
+end-of-text token for the text tower (``text_global_pool`` with the tower's pool type).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from torch import nn
+from tqdm import tqdm
+
+from clipfit.data.base import ImageReader, Sample
+from clipfit.data.loaders import eval_loader
+from clipfit.models import PreprocessSpec
+from clipfit.recipes import image_tower
+from clipfit.text import encode_text, text_module
+
+Pool = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextlib.contextmanager
+def recording(modules: Mapping[str, nn.Module], pool: Pool) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record ``pool(output)`` of every module on each forward call while the block runs.
+
+    Yields:
+        key -> list of pooled outputs (float32, on CPU), one entry per forward call.
+    """
+    store: dict[str, list[torch.Tensor]] = {key: [] for key in modules}
+    handles = []
+
+    def hook_for(key: str):
+        def hook(_module: nn.Module, _inputs, output) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            store[key].append(pool(out).detach().float().cpu())
+
+        return hook
+
+    try:
+        for key, module in modules.items():
+            handles.append(module.register_forward_hook(hook_for(key)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _blocks(transformer: nn.Module) -> list[nn.Module]:
+    blocks = getattr(transformer, "resblocks", None)
+    if blocks is None:
+        raise TypeError(f"{type(transformer).__name__} has no resblocks; rep-change needs open_clip transformer towers")
+    return list(blocks)
+
+
+def _batch_first(transformer: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    return out if getattr(transformer, "batch_first", True) else out.transpose(0, 1)
+
+
+def image_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """``"0"``, ``"1"``, ... -> the residual blocks of the image tower."""
+    return {str(i): block for i, block in enumerate(_blocks(image_tower(model).transformer))}
+
+
+def text_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """``"0"``, ``"1"``, ... -> the residual blocks of the text tower."""
+    module = text_module(model)
+    if module is None:
+        raise TypeError(f"{type(model).__name__}'s text tower is not an open_clip text transformer")
+    return {str(i): block for i, block in enumerate(_blocks(module.transformer))}
+
+
+@torch.no_grad()
+def image_states(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    reader: ImageReader,
+    spec: PreprocessSpec,
+    device: torch.device,
+    batch_size: int = 256,
+    blocks: bool = True,
+    desc: str = "image features",
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Pooled hidden state of every image block (keys "0", "1", ...) and the L2-normalised image
+    feature (key "output"), for ``samples`` in order; plus their labels."""
+    visual = image_tower(model)
+    transformer = visual.transformer
+    pool_type = getattr(visual, "pool_type", "tok")
+
+    def pool(out: torch.Tensor) -> torch.Tensor:
+        out = _batch_first(transformer, out)
+        if pool_type == "tok":
+            return out[:, 0]
+        return out[:, 1:].mean(dim=1) if pool_type == "avg" else out.mean(dim=1)
+
+    was_training = model.training
+    model.eval()
+    loader = eval_loader(samples, reader, spec, batch_size, 0)
+    outputs, labels = [], []
+    try:
+        with recording(image_blocks(model) if blocks else {}, pool) as states:
+            for images, targets in tqdm(loader, desc=desc, disable=None, leave=False):
+                outputs.append(F.normalize(model.encode_image(images.to(device)).float(), dim=-1).cpu())
+                labels.append(targets)
+    finally:
+        model.train(was_training)
+    result = {key: torch.cat(parts) for key, parts in states.items() if parts}
+    result["output"] = torch.cat(outputs) if outputs else torch.zeros(0, 1)
+    return result, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def text_states(model: nn.Module, tokens: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
+    """Pooled (end-of-text) hidden state of every text block and the L2-normalised text feature
+    ("output") for each row of ``tokens``."""
+    module = text_module(model)
+    transformer = module.transformer
+    pool_type = getattr(module, "text_pool_type", None) or getattr(module, "pool_type", "argmax")
+    eos_id = getattr(module, "text_eos_id", None)
+    device = next(model.parameters()).device
+    current: dict[str, torch.Tensor] = {}
+
+    def pool(out: torch.Tensor) -> torch.Tensor:
+        out = _batch_first(transformer, out)
+        return text_global_pool(out, current["tokens"], pool_type, eos_token_id=eos_id)
+
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with recording(text_blocks(model), pool) as states:
+            for start in range(0, len(tokens), chunk):
+                current["tokens"] = tokens[start : start + chunk].to(device)
+                outputs.append(encode_text(model, current["tokens"], normalize=True).float().cpu())
+    finally:
+        model.train(was_training)
+    result = {key: torch.cat(parts) for key, parts in states.items()}
+    result["output"] = torch.cat(outputs)
+    return result

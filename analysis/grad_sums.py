@@ -1,0 +1,136 @@
+"""Squared-gradient sums per layer (paper Fig. 4 left).
+
+For a candidate tensor theta and N batches b of the ClipFit training loss
+L_b = CE(s * <f_img, f_txt>, y) + lambda * (1 - mean_c cos(t_c, t0_c)):
+
+    grad_sq_sum(theta)       = sum_b sum_i (dL_b / dtheta_i)^2
+    grad_sq_per_value(theta) = grad_sq_sum(theta) / numel(theta)
+
+Candidates are the recipe's tensors, or with ``all_candidates`` every bias and every LayerNorm
+tensor of both towers (selected structurally by :mod:`clipfit.recipes`); the table is ranked by
+grad_sq_sum, largest first (rank 1). Tensors with large gradient sums are the ones the loss
+"wants" to move, which is why the paper picked the text FFN-out biases and the image LayerNorms.
+
+The per-step curves of the trained tensors come from the run's ``layers.jsonl`` (``grad_sq`` of
+the step and ``grad_sq_cum`` since the start), tabulated by :func:`gradient_steps`.
+
+:func:`measure_grad_sums` runs the model; everything else here is a pure function of numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from analysis.errors import AnalysisError
+from analysis.schemas import GRAD_STEPS, GRAD_SUMS, conform
+from analysis.tables import layer_frame
+from clipfit.losses import clipfit_loss
+from clipfit.recipes import image_biases, image_layernorms, select, text_biases, text_layernorms
+from clipfit.text import encode_text
+
+
+def candidate_names(model: nn.Module, recipe: str, all_candidates: bool) -> list[str]:
+    """The recipe's tensors, or (``all_candidates``) every bias and LayerNorm tensor of both towers,
+    in model order."""
+    chosen = set(select(model, recipe))
+    if all_candidates:
+        for rule in (image_biases, text_biases, image_layernorms, text_layernorms):
+            chosen.update(rule(model))
+    return [n for n, _ in model.named_parameters() if n in chosen]
+
+
+def grad_sum_table(
+    sums: Mapping[str, float], numel: Mapping[str, int], recipe_names: Iterable[str], batches: int
+) -> pd.DataFrame:
+    """The GRAD_SUMS table: one row per tensor of ``sums``, ranked by grad_sq_sum (largest first)."""
+    if not sums:
+        raise AnalysisError("no gradient sums to tabulate")
+    recipe_names = set(recipe_names)
+    frame = layer_frame(sums)
+    frame["numel"] = [int(numel[n]) for n in frame["name"]]
+    frame["in_recipe"] = [n in recipe_names for n in frame["name"]]
+    frame["batches"] = batches
+    frame["grad_sq_sum"] = [float(sums[n]) for n in frame["name"]]
+    frame["grad_sq_per_value"] = frame["grad_sq_sum"] / frame["numel"]
+    frame = frame.sort_values(["grad_sq_sum", "order"], ascending=[False, True], kind="stable")
+    frame["rank"] = range(1, len(frame) + 1)
+    return conform(frame, GRAD_SUMS)
+
+
+def gradient_steps(records: Iterable[Mapping], checkpoint: str = "") -> pd.DataFrame:
+    """The GRAD_STEPS table from ``layers.jsonl`` records (step, epoch, name, grad_sq, grad_sq_cum)."""
+    frame = pd.DataFrame(list(records))
+    if frame.empty:
+        return pd.DataFrame(columns=list(GRAD_STEPS))
+    needed = {"step", "epoch", "name", "grad_sq", "grad_sq_cum"}
+    if not needed <= set(frame.columns):
+        raise AnalysisError(f"layers.jsonl records lack {sorted(needed - set(frame.columns))}")
+    layers = layer_frame(frame["name"].unique())
+    frame = frame[["step", "epoch", "name", "grad_sq", "grad_sq_cum"]].merge(layers, on="name", how="left")
+    frame.insert(0, "checkpoint", checkpoint)
+    return conform(frame.sort_values(["step", "order"], kind="stable"), GRAD_STEPS)
+
+
+def measure_grad_sums(
+    model: nn.Module,
+    names: Sequence[str],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    tokens: torch.Tensor,
+    t0: torch.Tensor | None,
+    reg_weight: float,
+    device: torch.device,
+    total: int | None = None,
+) -> tuple[dict[str, float], int]:
+    """Sum of squared gradients of the ClipFit loss for each tensor in ``names`` over ``batches``.
+
+    Only ``names`` require gradients during the pass (frozen weights get none); the previous
+    ``requires_grad`` flags are restored afterwards. The model runs in training mode, as in training.
+
+    Args:
+        tokens: class prompt tokens of the label space the batch labels index.
+        t0: pretrained text features of those prompts (needed when ``reg_weight`` > 0).
+
+    Returns:
+        (name -> grad_sq_sum, number of batches used).
+    """
+    params = dict(model.named_parameters())
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise AnalysisError(f"the model has no parameter {unknown[0]}")
+    flags = {n: p.requires_grad for n, p in params.items()}
+    was_training = model.training
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+    chosen = [params[n] for n in names]
+    used = 0
+    wanted = set(names)
+    try:
+        for name, param in params.items():
+            param.requires_grad_(name in wanted)
+        model.train()
+        tokens = tokens.to(device)
+        for images, labels in tqdm(batches, desc="gradients", total=total, disable=None, leave=False):
+            images, labels = images.to(device), labels.to(device)
+            image_features = F.normalize(model.encode_image(images), dim=-1)
+            text_features = encode_text(model, tokens, normalize=True)
+            parts = clipfit_loss(image_features, text_features, labels, model.logit_scale, t0, reg_weight)
+            grads = torch.autograd.grad(parts.loss, chosen, allow_unused=True)
+            sums += torch.stack(
+                [
+                    g.double().pow(2).sum() if g is not None else torch.zeros((), device=device, dtype=torch.float64)
+                    for g in grads
+                ]
+            )
+            used += 1
+    finally:
+        for name, param in params.items():
+            param.requires_grad_(flags[name])
+        model.train(was_training)
+    if used == 0:
+        raise AnalysisError("no batches to compute gradients on (an empty split?)")
+    return dict(zip(names, sums.tolist(), strict=True)), used

@@ -1,0 +1,468 @@
+"""Run directories -> result tables over seeds (PAPER.md sections 7 and 8).
+
+Every ``results.json`` under a root (clipfit-train runs and clipfit-eval targets) becomes one row
+of RESULTS_RUNS; the tables aggregate over seeds (mean, and the sample standard deviation with
+ddof = 1; 0 for a single seed):
+
+* base-to-new, per dataset and method: Base and New mean +- std; HM = 2BN / (B + N) of the mean
+  Base and mean New; hm_std = std of the per-seed HMs. The **Average** row (two or more datasets)
+  takes, per method, the mean over datasets of mean Base and of mean New, and HM of those two
+  (not the mean of the per-dataset HMs), as the paper's 11-dataset average does.
+* few-shot: accuracy against shots per dataset, and its mean over datasets (Average) per shots.
+* cross-dataset transfer and domain generalisation: clipfit-eval's target accuracies.
+
+Zero-shot is a method of its own, taken from the ``zero_shot`` numbers every run records (in the
+few-shot table it is the 0-shot point). Published numbers of ViT-B/16 (PAPER.md section 8) can be
+appended for comparison; they are averages over the paper's 11 datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.errors import AnalysisError
+from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+ZERO_SHOT = "zero-shot"
+AVERAGE = "Average"
+PUBLISHED_DATASET = "Average (11 datasets, paper)"
+PUBLISHED_SOURCE = "published, ViT-B/16 (PAPER.md section 8)"
+# The paper's dataset order; other datasets follow alphabetically.
+BENCHMARKS = (
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+)
+IMAGENET_VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+# PAPER.md section 8: base-to-new averages over 11 datasets, ViT-B/16 (method, Base, New, HM).
+PUBLISHED_BASE2NEW: tuple[tuple[str, float, float, float], ...] = (
+    ("zero-shot CLIP", 69.34, 74.22, 71.70),
+    ("CoOp", 82.69, 63.22, 71.66),
+    ("CoCoOp", 80.47, 71.69, 75.83),
+    ("ProGrad", 82.48, 70.75, 76.16),
+    ("KgCoOp", 80.73, 73.60, 77.00),
+    ("MaPLe", 82.28, 75.14, 78.55),
+    ("PromptSRC", 84.26, 76.10, 79.97),
+    ("CLIPFit (paper)", math.nan, math.nan, 78.97),
+)
+# PAPER.md section 8: 16-shot few-shot averages over 11 datasets.
+PUBLISHED_FEWSHOT16: tuple[tuple[str, float], ...] = (
+    ("CoOp", 79.89),
+    ("CoCoOp", 74.90),
+    ("MaPLe", 81.79),
+    ("PromptSRC", 82.87),
+    ("linear probe", 78.79),
+    ("CLIP-LoRA", 83.0),
+)
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """2BN / (B + N); NaN if either is NaN, 0 when both are 0."""
+    if math.isnan(base) or math.isnan(new):
+        return math.nan
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if values.count() > 1 else 0.0
+
+
+def find_results(root: str | Path) -> list[Path]:
+    """Every results.json under ``root`` (sorted); a missing or empty tree is an error."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise AnalysisError(f"no such run tree: {root}")
+    files = [root] if root.is_file() else sorted(root.rglob(RESULTS_FILE))
+    if not files:
+        raise AnalysisError(
+            f"no {RESULTS_FILE} under {root}: point results at a folder of finished clipfit-train runs "
+            "(e.g. runs/, which holds <dataset>/<setting>/<recipe>/shots<K>/seed<S>/results.json)"
+        )
+    return files
+
+
+def _row(path: Path, root: Path, data: dict) -> dict:
+    metrics, zero_shot = data.get("metrics") or {}, data.get("zero_shot") or {}
+    source = data.get("source") or {}
+    nan = math.nan
+    return {
+        "path": str(path.parent.relative_to(root)) if path.is_relative_to(root) else str(path.parent),
+        "dataset": data["dataset"],
+        "setting": data["setting"],
+        "method": data.get("recipe") or "?",
+        "recipe": data.get("recipe") or "?",
+        "model": data.get("model") or "?",
+        "pretrained": data.get("pretrained") or "?",
+        "shots": data.get("shots"),
+        "seed": data.get("seed"),
+        "reg_weight": data.get("reg_weight", nan),
+        "source_dataset": source.get("dataset"),
+        "base_acc": metrics.get("base_acc", nan),
+        "new_acc": metrics.get("new_acc", nan),
+        "hm": metrics.get("hm", nan),
+        "acc": metrics.get("acc", nan),
+        "zs_base_acc": zero_shot.get("base_acc", nan),
+        "zs_new_acc": zero_shot.get("new_acc", nan),
+        "zs_hm": zero_shot.get("hm", nan),
+        "zs_acc": zero_shot.get("acc", nan),
+        "comparable": bool(data.get("comparable", True)),
+    }
+
+
+def read_runs(root: str | Path) -> pd.DataFrame:
+    """The RESULTS_RUNS table: one row per results.json under ``root``.
+
+    Files that are not run results (no dataset/setting/metrics) are skipped with a warning. A
+    recipe trained with several regulariser weights in one setting gets method names "clipfit (λ=8)".
+    """
+    root = Path(root).expanduser()
+    base = root if root.is_dir() else root.parent
+    rows = []
+    for path in find_results(root):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            logger.warning("skipping %s: not readable JSON (%s)", path, exc)
+            continue
+        if not isinstance(data, dict) or not {"dataset", "setting", "metrics"} <= set(data):
+            logger.warning("skipping %s: not the results of a clipfit run", path)
+            continue
+        rows.append(_row(path, base, data))
+    if not rows:
+        raise AnalysisError(f"none of the {RESULTS_FILE} files under {root} holds clipfit run results")
+    frame = pd.DataFrame(rows)
+    for (_setting, recipe), part in frame.groupby(["setting", "recipe"]):
+        weights = part["reg_weight"].dropna().unique()
+        if len(weights) > 1:
+            index = part.index
+            frame.loc[index, "method"] = [f"{recipe} (λ={w:g})" for w in part["reg_weight"]]
+    return conform(frame, RESULTS_RUNS)
+
+
+def _dataset_key(name: str) -> tuple:
+    if name in BENCHMARKS:
+        return (0, BENCHMARKS.index(name), name)
+    if name == AVERAGE:
+        return (2, 0, name)
+    if name == PUBLISHED_DATASET:
+        return (3, 0, name)
+    return (1, 0, name)
+
+
+def _sort(frame: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    methods = list(dict.fromkeys([ZERO_SHOT, *frame["method"]]))
+    keyed = frame.assign(
+        _d=[_dataset_key(d) for d in frame["dataset"]],
+        _m=[(s != "", methods.index(m)) for s, m in zip(frame["source"], frame["method"], strict=True)],
+    )
+    return keyed.sort_values(["_d", *extra, "_m"], kind="stable").drop(columns=["_d", "_m"]).reset_index(drop=True)
+
+
+def _zero_shot_rows(runs: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Zero-shot numbers as runs of a method "zero-shot", one per (model, pretrained, dataset, seed)."""
+    zs = runs.drop_duplicates(["model", "pretrained", "dataset", "seed"]).copy()
+    for target, source in columns.items():
+        zs[target] = zs[source]
+    zs["method"] = ZERO_SHOT
+    return zs
+
+
+def base2new_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
+    """The BASE2NEW table (see the module docstring); empty when there are no base-to-new runs."""
+    b2n = runs[runs["setting"] == "base2new"]
+    if b2n.empty:
+        return pd.DataFrame(columns=list(BASE2NEW))
+    zs = _zero_shot_rows(b2n, {"base_acc": "zs_base_acc", "new_acc": "zs_new_acc", "hm": "zs_hm"})
+    rows = []
+    for (method, model, pretrained, dataset), part in pd.concat([zs, b2n]).groupby(
+        ["method", "model", "pretrained", "dataset"], sort=False
+    ):
+        base, new = float(part["base_acc"].mean()), float(part["new_acc"].mean())
+        per_seed_hm = pd.Series([harmonic_mean(b, n) for b, n in zip(part["base_acc"], part["new_acc"], strict=True)])
+        rows.append(
+            {
+                "method": method,
+                "model": model,
+                "pretrained": pretrained,
+                "dataset": dataset,
+                "seeds": int(part["seed"].nunique()),
+                "base_mean": base,
+                "base_std": _std(part["base_acc"]),
+                "new_mean": new,
+                "new_std": _std(part["new_acc"]),
+                "hm": harmonic_mean(base, new),
+                "hm_std": _std(per_seed_hm),
+                "comparable": bool(part["comparable"].all()),
+                "source": "",
+            }
+        )
+    table = pd.DataFrame(rows)
+    averages = []
+    for (method, model, pretrained), part in table.groupby(["method", "model", "pretrained"], sort=False):
+        if part["dataset"].nunique() < 2:
+            continue
+        base, new = float(part["base_mean"].mean()), float(part["new_mean"].mean())
+        averages.append(
+            {
+                "method": method,
+                "model": model,
+                "pretrained": pretrained,
+                "dataset": AVERAGE,
+                "seeds": int(part["seeds"].min()),
+                "base_mean": base,
+                "base_std": math.nan,
+                "new_mean": new,
+                "new_std": math.nan,
+                "hm": harmonic_mean(base, new),
+                "hm_std": math.nan,
+                "comparable": bool(part["comparable"].all()),
+                "source": "",
+            }
+        )
+    if published:
+        averages += [
+            {
+                "method": method,
+                "model": "ViT-B-16",
+                "pretrained": "openai",
+                "dataset": PUBLISHED_DATASET,
+                "seeds": 3,
+                "base_mean": base,
+                "base_std": math.nan,
+                "new_mean": new,
+                "new_std": math.nan,
+                "hm": hm,
+                "hm_std": math.nan,
+                "comparable": True,
+                "source": PUBLISHED_SOURCE,
+            }
+            for method, base, new, hm in PUBLISHED_BASE2NEW
+        ]
+    table = pd.concat([table, pd.DataFrame(averages, columns=table.columns)], ignore_index=True)
+    return conform(_sort(table), BASE2NEW)
+
+
+def fewshot_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
+    """The FEWSHOT table (see the module docstring); empty when there are no few-shot runs."""
+    few = runs[runs["setting"] == "fewshot"]
+    if few.empty:
+        return pd.DataFrame(columns=list(FEWSHOT))
+    zs = _zero_shot_rows(few, {"acc": "zs_acc"}).assign(shots=0)
+    rows = []
+    for (method, model, pretrained, dataset, shots), part in pd.concat([zs, few]).groupby(
+        ["method", "model", "pretrained", "dataset", "shots"], sort=False
+    ):
+        rows.append(
+            {
+                "method": method,
+                "model": model,
+                "pretrained": pretrained,
+                "dataset": dataset,
+                "shots": int(shots),
+                "seeds": int(part["seed"].nunique()),
+                "acc_mean": float(part["acc"].mean()),
+                "acc_std": _std(part["acc"]),
+                "comparable": bool(part["comparable"].all()),
+                "source": "",
+            }
+        )
+    table = pd.DataFrame(rows)
+    averages = []
+    for (method, model, pretrained, shots), part in table.groupby(
+        ["method", "model", "pretrained", "shots"], sort=False
+    ):
+        if part["dataset"].nunique() < 2:
+            continue
+        averages.append(
+            {
+                "method": method,
+                "model": model,
+                "pretrained": pretrained,
+                "dataset": AVERAGE,
+                "shots": int(shots),
+                "seeds": int(part["seeds"].min()),
+                "acc_mean": float(part["acc_mean"].mean()),
+                "acc_std": math.nan,
+                "comparable": bool(part["comparable"].all()),
+                "source": "",
+            }
+        )
+    if published:
+        averages += [
+            {
+                "method": method,
+                "model": "ViT-B-16",
+                "pretrained": "openai",
+                "dataset": PUBLISHED_DATASET,
+                "shots": 16,
+                "seeds": 3,
+                "acc_mean": acc,
+                "acc_std": math.nan,
+                "comparable": True,
+                "source": PUBLISHED_SOURCE,
+            }
+            for method, acc in PUBLISHED_FEWSHOT16
+        ]
+    table = pd.concat([table, pd.DataFrame(averages, columns=table.columns)], ignore_index=True)
+    return conform(_sort(table, ["shots"]), FEWSHOT)
+
+
+def eval_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The EVAL table: clipfit-eval targets over seeds, cross-dataset or domain generalisation."""
+    ev = runs[runs["setting"] == "eval"]
+    if ev.empty:
+        return pd.DataFrame(columns=list(EVAL))
+    rows = []
+    for (method, model, pretrained, source, dataset), part in ev.groupby(
+        ["method", "model", "pretrained", "source_dataset", "dataset"], sort=False, dropna=False
+    ):
+        rows.append(
+            {
+                "kind": "domain generalisation" if dataset in IMAGENET_VARIANTS else "cross-dataset",
+                "method": method,
+                "model": model,
+                "pretrained": pretrained,
+                "source_dataset": source,
+                "dataset": dataset,
+                "seeds": int(part["seed"].nunique()),
+                "acc_mean": float(part["acc"].mean()),
+                "acc_std": _std(part["acc"]),
+                "zero_shot_mean": float(part["zs_acc"].mean()),
+                "comparable": bool(part["comparable"].all()),
+                "source": "",
+            }
+        )
+    table = pd.DataFrame(rows)
+    table = table.assign(_k=table["kind"]).sort_values(["_k"], kind="stable").drop(columns="_k")
+    return conform(_sort(table, ["kind"]), EVAL)
+
+
+# ----------------------------------------------------------------------------- text renderings
+
+Cell = Callable[[pd.Series], str]
+
+
+def _num(value: float, std: float | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if std is None or (isinstance(std, float) and (math.isnan(std) or std == 0)):
+        return f"{value:.2f}"
+    return f"{value:.2f} ± {std:.2f}"
+
+
+def _method(row: pd.Series) -> str:
+    mark = "" if row.get("comparable", True) else " †"
+    return f"{row['method']}{mark}"
+
+
+def _needs_model_column(table: pd.DataFrame) -> bool:
+    own = table[table["source"] == ""]
+    return len(own.drop_duplicates(["model", "pretrained"])) > 1
+
+
+def _columns(kind: str, table: pd.DataFrame) -> list[tuple[str, Cell]]:
+    model = [("Model", lambda r: f"{r['model']} ({r['pretrained']})")] if _needs_model_column(table) else []
+    if kind == "base2new":
+        return [
+            ("Dataset", lambda r: r["dataset"]),
+            ("Method", _method),
+            *model,
+            ("Base", lambda r: _num(r["base_mean"], r["base_std"])),
+            ("New", lambda r: _num(r["new_mean"], r["new_std"])),
+            ("HM", lambda r: _num(r["hm"], r["hm_std"])),
+            ("Seeds", lambda r: str(r["seeds"])),
+        ]
+    if kind == "fewshot":
+        return [
+            ("Dataset", lambda r: r["dataset"]),
+            ("Method", _method),
+            *model,
+            ("Shots", lambda r: str(r["shots"])),
+            ("Acc", lambda r: _num(r["acc_mean"], r["acc_std"])),
+            ("Seeds", lambda r: str(r["seeds"])),
+        ]
+    return [
+        ("Kind", lambda r: r["kind"]),
+        ("Trained on", lambda r: str(r["source_dataset"])),
+        ("Target", lambda r: r["dataset"]),
+        ("Method", _method),
+        *model,
+        ("Acc", lambda r: _num(r["acc_mean"], r["acc_std"])),
+        ("Zero-shot", lambda r: _num(r["zero_shot_mean"])),
+        ("Seeds", lambda r: str(r["seeds"])),
+    ]
+
+
+def cells(kind: str, table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
+    """(headers, rows of formatted cells, footnotes) of a "base2new", "fewshot" or "eval" table."""
+    columns = _columns(kind, table)
+    rows = [[cell(row) for _, cell in columns] for _, row in table.iterrows()]
+    return [h for h, _ in columns], rows, _footnotes(table)
+
+
+def _footnotes(table: pd.DataFrame) -> list[str]:
+    notes = []
+    if (~table["comparable"].astype(bool)).any():
+        notes.append("† not comparable with published numbers (capped test set or a random split).")
+    if (table["source"] != "").any():
+        notes.append(f"Rows '{PUBLISHED_DATASET}': {PUBLISHED_SOURCE}.")
+    return notes
+
+
+def to_markdown(kind: str, table: pd.DataFrame) -> str:
+    """A GitHub Markdown table of a BASE2NEW ("base2new"), FEWSHOT ("fewshot") or EVAL ("eval") table."""
+    headers, rows, notes = cells(kind, table)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"), ("_", r"\_")):
+        text = text.replace(char, escaped)
+    return text.replace("±", r"$\pm$").replace("λ", r"$\lambda$").replace("†", r"$^\dagger$")
+
+
+def to_latex(kind: str, table: pd.DataFrame) -> str:
+    """A booktabs LaTeX tabular of the same cells as :func:`to_markdown`."""
+    headers, rows, notes = cells(kind, table)
+    spec = "l" * 2 + "r" * (len(headers) - 2)
+    lines = [
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(map(_latex_escape, headers)) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(_latex_escape(cell) for cell in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def summary(runs: pd.DataFrame) -> dict:
+    """Counts for the sidecar: runs per setting, datasets, methods, seeds."""
+    return {
+        "runs": len(runs),
+        "settings": {k: int(v) for k, v in runs["setting"].value_counts().items()},
+        "datasets": sorted(runs["dataset"].unique().tolist()),
+        "methods": sorted(runs["method"].unique().tolist()),
+        "seeds": sorted(int(s) for s in runs["seed"].dropna().unique()),
+    }

@@ -1,0 +1,112 @@
+"""The columns of every table clipfit-analyze writes, in order: the contract between analysis and figures.
+
+Each analysis returns a DataFrame with exactly these columns (see :func:`conform`); the figure
+modules read only these columns, the CSV files carry them as their header, and README "Analysis"
+documents them. This module imports nothing heavy, so ``figures`` can depend on it alone.
+
+Layer columns come from :mod:`clipfit.layers` (the one definition of "layer"):
+``name`` full parameter name, ``tower`` image/text, ``group`` e.g. "text FFN-out bias",
+``block`` transformer block index (empty outside the blocks), ``module`` and ``kind``,
+``position`` the short axis label ("ln_pre", "3.ln_1", "0.mlp.c_proj"), ``order`` the forward order.
+"""
+
+from __future__ import annotations
+
+LAYER = ("name", "tower", "group", "block", "module", "kind", "position", "order")
+
+# param-change (paper Fig. 3, Fig. 4 right): one row per checkpoint and trained tensor.
+PARAM_CHANGE = ("checkpoint", *LAYER, "numel", "init_norm", "sq_change", "l2_change", "rel_change")
+# param-change over training, from a run's layers.jsonl: one row per checkpoint, logged step and tensor.
+PARAM_STEPS = ("checkpoint", "step", "epoch", *LAYER, "sq_change")
+
+# grad-sums (paper Fig. 4 left): one row per candidate tensor, ranked by grad_sq_sum.
+GRAD_SUMS = ("rank", *LAYER, "numel", "in_recipe", "batches", "grad_sq_sum", "grad_sq_per_value")
+# per-step squared gradient sums of the trained tensors, from a run's layers.jsonl.
+GRAD_STEPS = ("checkpoint", "step", "epoch", *LAYER, "grad_sq", "grad_sq_cum")
+
+# tsne (paper Fig. 5): one row per model and image.
+TSNE = ("model", "index", "label", "classname", "x", "y")
+# tsne's numbers that do not depend on the picture: one row per model.
+TSNE_METRICS = ("model", "images", "classes", "silhouette", "knn_acc", "k")
+
+# rep-change: linear CKA between pretrained and fine-tuned hidden states, one row per tower and block.
+REP_CHANGE = ("tower", "block", "position", "order", "inputs", "cka")
+
+# results: one row per results.json found under the run root.
+RESULTS_RUNS = (
+    "path",
+    "dataset",
+    "setting",
+    "method",
+    "recipe",
+    "model",
+    "pretrained",
+    "shots",
+    "seed",
+    "reg_weight",
+    "source_dataset",
+    "base_acc",
+    "new_acc",
+    "hm",
+    "acc",
+    "zs_base_acc",
+    "zs_new_acc",
+    "zs_hm",
+    "zs_acc",
+    "comparable",
+)
+# base-to-new over seeds; hm = HM(base_mean, new_mean), hm_std = std of the per-seed HMs.
+BASE2NEW = (
+    "method",
+    "model",
+    "pretrained",
+    "dataset",
+    "seeds",
+    "base_mean",
+    "base_std",
+    "new_mean",
+    "new_std",
+    "hm",
+    "hm_std",
+    "comparable",
+    "source",
+)
+# few-shot accuracy over seeds; zero-shot is the 0-shot point.
+FEWSHOT = ("method", "model", "pretrained", "dataset", "shots", "seeds", "acc_mean", "acc_std", "comparable", "source")
+# cross-dataset transfer and domain generalisation (clipfit-eval results), over seeds.
+EVAL = (
+    "kind",
+    "method",
+    "model",
+    "pretrained",
+    "source_dataset",
+    "dataset",
+    "seeds",
+    "acc_mean",
+    "acc_std",
+    "zero_shot_mean",
+    "comparable",
+    "source",
+)
+
+ALL = {
+    "param_change": PARAM_CHANGE,
+    "param_change_steps": PARAM_STEPS,
+    "grad_sums": GRAD_SUMS,
+    "grad_sums_steps": GRAD_STEPS,
+    "tsne": TSNE,
+    "tsne_metrics": TSNE_METRICS,
+    "rep_change": REP_CHANGE,
+    "results_runs": RESULTS_RUNS,
+    "results_base2new": BASE2NEW,
+    "results_fewshot": FEWSHOT,
+    "results_eval": EVAL,
+}
+
+
+def conform(frame, columns: tuple[str, ...]):
+    """``frame`` with exactly ``columns``, in order (missing ones raise: a bug, not bad input)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"table lacks columns {missing}; has {list(frame.columns)}")
+    return frame.loc[:, list(columns)].reset_index(drop=True)

@@ -1,0 +1,105 @@
+"""Paper Fig. 4 left: where the training loss pushes, as summed squared gradients per tensor.
+
+Reads the GRAD_SUMS and GRAD_STEPS tables of :mod:`analysis.schemas`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from figures.steps import draw_step_curves
+from figures.style import PALETTE, new_figure, require, styled
+
+IN_RECIPE, OTHER = PALETTE[0], PALETTE[7]
+
+
+def group_totals(table: pd.DataFrame) -> pd.DataFrame:
+    """Per layer group: summed grad_sq_sum, values, and whether the recipe trains the group."""
+    totals = table.groupby("group", sort=False).agg(
+        grad_sq_sum=("grad_sq_sum", "sum"), numel=("numel", "sum"), in_recipe=("in_recipe", "any")
+    )
+    return totals.sort_values("grad_sq_sum", ascending=False).reset_index()
+
+
+def draw_grad_sums(table: pd.DataFrame, top: int = 25) -> Figure:
+    """Left: layer groups ranked by their summed squared gradients; right: the ``top`` tensors."""
+    require(table, "grad_sums")
+    totals = group_totals(table)
+    ranked = table.sort_values("rank").head(top)
+    with styled():
+        fig = new_figure(11, max(3.2, 0.22 * len(ranked) + 1.2))
+        left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
+        left.barh(
+            range(len(totals)),
+            totals["grad_sq_sum"],
+            color=[IN_RECIPE if r else OTHER for r in totals["in_recipe"]],
+        )
+        left.set_yticks(range(len(totals)), totals["group"])
+        left.invert_yaxis()
+        left.set_xscale("log")
+        left.set_xlabel("Σ squared gradient (all tensors of the group)")
+        left.set_title("layer groups")
+        labels = [f"{g}: {p}" for g, p in zip(ranked["group"], ranked["position"], strict=True)]
+        right.barh(
+            range(len(ranked)), ranked["grad_sq_sum"], color=[IN_RECIPE if r else OTHER for r in ranked["in_recipe"]]
+        )
+        right.set_yticks(range(len(ranked)), labels, fontsize=7)
+        right.invert_yaxis()
+        right.set_xscale("log")
+        right.set_xlabel("Σ squared gradient")
+        right.set_title(f"top {len(ranked)} of {len(table)} tensors")
+        right.legend(
+            handles=[
+                Patch(color=IN_RECIPE, label="trained by the recipe"),
+                Patch(color=OTHER, label="other candidate"),
+            ],
+            loc="lower right",
+        )
+        batches = int(table["batches"].iloc[0])
+        fig.suptitle(f"Squared gradients of the training loss summed over {batches} batches")
+    return fig
+
+
+def caption_grad_sums(table: pd.DataFrame) -> str:
+    """One sentence: the top tensor and group, and the recipe's share of the top 10 and the total."""
+    best = table.sort_values("rank").iloc[0]
+    totals = group_totals(table)
+    sentence = (
+        f"Summed squared gradients of the training loss over {int(best['batches'])} batches for {len(table)} "
+        f"candidate tensors: the largest is {best['group']} {best['position']} ({best['grad_sq_sum']:.3g}), "
+        f"the largest group {totals.iloc[0]['group']}"
+    )
+    if (~table["in_recipe"]).any():
+        top10 = table.sort_values("rank").head(10)
+        share = table.loc[table["in_recipe"], "grad_sq_sum"].sum() / table["grad_sq_sum"].sum()
+        values = table.loc[table["in_recipe"], "numel"].sum() / table["numel"].sum()
+        sentence += (
+            f"; the recipe's tensors are {int(top10['in_recipe'].sum())} of the top 10 and carry {share:.0%} of the "
+            f"total with {values:.0%} of the values"
+        )
+    return sentence + "."
+
+
+def draw_grad_steps(steps: pd.DataFrame) -> Figure:
+    """Squared gradient of each trained tensor at every logged step (log scale)."""
+    require(steps, "grad_sums_steps")
+    return draw_step_curves(
+        steps, "grad_sq", "squared gradient", "Squared gradients during training", log=True, smooth=True
+    )
+
+
+def caption_grad_steps(steps: pd.DataFrame) -> str:
+    """One sentence: which tensor accumulated the most gradient and how the first and last steps compare."""
+    checkpoint = steps["checkpoint"].iloc[0]
+    own = steps[steps["checkpoint"] == checkpoint]
+    last = own[own["step"] == own["step"].max()]
+    top = last.loc[last["grad_sq_cum"].idxmax()]
+    first_total = own[own["step"] == own["step"].min()]["grad_sq"].sum()
+    last_total = last["grad_sq"].sum()
+    return (
+        f"Squared gradient of each trained tensor per logged step; {top['group']} {top['position']} accumulated "
+        f"the most ({top['grad_sq_cum']:.3g}), and the summed squared gradient went from {first_total:.3g} at the "
+        f"first record to {last_total:.3g} at the last."
+    )

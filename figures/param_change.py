@@ -1,0 +1,109 @@
+"""Paper Fig. 3 (and Fig. 4 right): how far each trained tensor moved from its pretrained value.
+
+Reads the PARAM_CHANGE and PARAM_STEPS tables of :mod:`analysis.schemas`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from figures.steps import draw_step_curves
+from figures.style import colours, new_figure, require, short_positions, styled
+
+MEASURES = {
+    "sq_change": "squared L2 change ||θ−θ₀||²",
+    "l2_change": "L2 change ||θ−θ₀||",
+    "rel_change": "relative change ||θ−θ₀|| / ||θ₀||",
+}
+
+AXIS = {"sq_change": "squared L2 change", "l2_change": "L2 change", "rel_change": "relative change"}
+
+
+def draw_param_change(table: pd.DataFrame, measure: str = "sq_change") -> Figure:
+    """Bars of ``measure`` per position, one panel per layer group, one colour per checkpoint."""
+    require(table, "param_change")
+    groups = list(dict.fromkeys(table.sort_values("order")["group"]))
+    checkpoints = list(dict.fromkeys(table["checkpoint"]))
+    palette = dict(zip(checkpoints, colours(len(checkpoints)), strict=True))
+    cols = min(3, max(1, len(groups)))
+    rows = math.ceil(len(groups) / cols)
+    with styled():
+        fig = new_figure(4.3 * cols, 3.2 * rows + 0.4)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        width = 0.8 / len(checkpoints)
+        for ax, group in zip(axes.flat, groups, strict=False):
+            part = table[table["group"] == group]
+            positions = list(dict.fromkeys(part.sort_values("order")["position"]))
+            labels, xlabel = short_positions(positions)
+            for c, checkpoint in enumerate(checkpoints):
+                values = part[part["checkpoint"] == checkpoint].set_index("position")[measure]
+                xs = [i - 0.4 + width * (c + 0.5) for i in range(len(positions))]
+                ax.bar(
+                    xs,
+                    [values.get(p, math.nan) for p in positions],
+                    width=width,
+                    color=palette[checkpoint],
+                    label=checkpoint,
+                )
+            ax.set_xticks(range(len(positions)), labels, rotation=90 if len(positions) > 8 else 0)
+            ax.set_title(group)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(AXIS[measure])
+            if len(checkpoints) > 1:
+                ax.legend()
+        for ax in list(axes.flat)[len(groups) :]:
+            ax.set_visible(False)
+        fig.suptitle(f"Per-layer change from the pretrained values: {MEASURES[measure]}")
+    return fig
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def caption_param_change(table: pd.DataFrame, measure: str = "sq_change") -> str:
+    """One sentence: which position of each group moved most, and how the checkpoints compare."""
+    checkpoints = list(dict.fromkeys(table["checkpoint"]))
+    first = table[table["checkpoint"] == checkpoints[0]]
+    parts = []
+    for group in dict.fromkeys(first.sort_values("order")["group"]):
+        rows = first[first["group"] == group]
+        top = rows.loc[rows[measure].idxmax()]
+        share = top[measure] / rows[measure].sum() if rows[measure].sum() > 0 else math.nan
+        parts.append(f"{group} most at {top['position']} ({_fmt(top[measure])}, {share:.0%} of the group)")
+    measure_name = MEASURES[measure]
+    sentence = f"{measure_name[0].upper()}{measure_name[1:]} of every trained tensor"
+    sentence += f" ({checkpoints[0]}): " if len(checkpoints) > 1 else ": "
+    sentence += "; ".join(parts)
+    if len(checkpoints) > 1:
+        totals = table.groupby("checkpoint", sort=False)[measure].sum()
+        ratios = ", ".join(f"{c} {_fmt(totals[c])}" for c in checkpoints)
+        sentence += f"; summed over all tensors: {ratios}"
+    return sentence + "."
+
+
+def draw_param_steps(steps: pd.DataFrame) -> Figure:
+    """Squared change from the pretrained value of each tensor over training steps."""
+    require(steps, "param_change_steps")
+    return draw_step_curves(
+        steps, "sq_change", "squared L2 change", "Change from the pretrained values during training"
+    )
+
+
+def caption_param_steps(steps: pd.DataFrame) -> str:
+    """One sentence: the tensor that ends furthest away and when the change saturates."""
+    checkpoint = steps["checkpoint"].iloc[0]
+    own = steps[steps["checkpoint"] == checkpoint]
+    last_step = own["step"].max()
+    last = own[own["step"] == last_step]
+    top = last.loc[last["sq_change"].idxmax()]
+    half = own[own["name"] == top["name"]]
+    reached = half[half["sq_change"] >= top["sq_change"] / 2]["step"].min()
+    return (
+        f"Squared change of each trained tensor at every logged step ({len(own['name'].unique())} tensors, "
+        f"{own['step'].nunique()} records up to step {last_step}); {top['group']} {top['position']} ends furthest "
+        f"from its pretrained value ({_fmt(top['sq_change'])}) and had covered half of that by step {reached}."
+    )

@@ -1,0 +1,51 @@
+"""How much each block's representation moved: linear CKA, pretrained against fine-tuned.
+
+Reads the REP_CHANGE table of :mod:`analysis.schemas`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from figures.style import colours, new_figure, require, styled
+
+FLOOR = 1e-12  # 1 - CKA below this (float rounding of "unchanged") is drawn at the floor of the log axis
+
+
+def draw_rep_change(table: pd.DataFrame) -> Figure:
+    """1 - CKA per block on a log scale (higher = moved more), one panel per tower, blocks in forward
+    order, then the output feature. Fine-tuning a few tensors keeps CKA close to 1, so its
+    complement on a log axis is what shows which blocks moved."""
+    require(table, "rep_change")
+    towers = list(dict.fromkeys(table["tower"]))
+    palette = dict(zip(towers, colours(len(towers)), strict=True))
+    with styled():
+        fig = new_figure(3.6 * len(towers) + 0.6, 3.4)
+        axes = fig.subplots(1, len(towers), squeeze=False, sharey=True)[0]
+        for ax, tower in zip(axes, towers, strict=True):
+            part = table[table["tower"] == tower].sort_values("order")
+            moved = (1.0 - part["cka"]).clip(lower=FLOOR)
+            ax.plot(range(len(part)), moved, marker="o", color=palette[tower])
+            ax.set_xticks(range(len(part)), part["position"], rotation=90 if len(part) > 14 else 0)
+            ax.set_title(f"{tower} tower ({int(part['inputs'].iloc[0])} inputs)")
+            ax.set_xlabel("block")
+            ax.set_yscale("log")
+        axes[0].set_ylabel("1 − linear CKA (0 = unchanged)")
+        fig.suptitle("Representation change per block: pretrained vs fine-tuned")
+    return fig
+
+
+def caption_rep_change(table: pd.DataFrame) -> str:
+    """One sentence: where each tower's representation changed most."""
+    parts = []
+    for tower in dict.fromkeys(table["tower"]):
+        part = table[table["tower"] == tower]
+        low = part.loc[part["cka"].idxmin()]
+        where = "the output feature" if low["position"] == "output" else f"block {low['position']}"
+        parts.append(f"the {tower} tower changed most at {where} (CKA {low['cka']:.4f}, 1 − CKA {1 - low['cka']:.2g})")
+    return (
+        "Linear CKA between pretrained and fine-tuned hidden states on the same inputs (1 = unchanged); "
+        + ", ".join(parts)
+        + "."
+    )

@@ -1,0 +1,159 @@
+"""The figure report: one self-contained ``index.html`` and a ``report.md`` beside it.
+
+``index.html`` embeds every figure as a PNG data URI and carries its own CSS, so it works offline
+and opened straight from disk; links to each figure's SVG and CSV are relative to the report
+folder. ``report.md`` shows the same content with relative image links. ``report.json`` lists the
+figures and tables (what a test or a script can check against).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INDEX = "index.html"
+MARKDOWN = "report.md"
+MANIFEST = "report.json"
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1150px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { margin-top: 0.4em; } .files, .note { color: #666; font-size: 0.85em; }
+code { background: #f6f6f6; padding: 0 0.2em; word-break: break-all; }
+"""
+
+
+@dataclass
+class ReportFigure:
+    """A figure with its data files and the sentence that says what it shows."""
+
+    key: str  # unique id, e.g. "param_change"
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+    data: list[Path] = field(default_factory=list)  # CSV (and JSON sidecar) files beside it
+
+
+@dataclass
+class ReportTable:
+    """A table as rendered cells (strings), with footnotes."""
+
+    key: str
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    data: list[Path] = field(default_factory=list)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_uri()
+
+
+def _is_number(cell: str) -> bool:
+    head = cell.split(" ")[0]
+    return head.replace(".", "", 1).replace("-", "", 1).isdigit()
+
+
+def _html_table(table: ReportTable) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{html.escape(c)}</td>' if _is_number(c) else f"<td>{html.escape(c)}</td>" for c in row
+        )
+        + "</tr>"
+        for row in table.rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _files_html(paths: list[Path], root: Path) -> str:
+    links = [f'<a href="{html.escape(_rel(p, root))}">{html.escape(p.name)}</a>' for p in paths]
+    return f'<p class="files">data: {" · ".join(links)}</p>' if links else ""
+
+
+def write_report(
+    out: Path,
+    title: str,
+    intro: list[str],
+    runs: ReportTable,
+    tables: list[ReportTable],
+    figures: list[ReportFigure],
+    notes: list[str] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``index.html``, ``report.md`` and ``report.json`` into ``out``; returns (html, md).
+
+    Args:
+        intro: paragraphs under the title (plain text).
+        runs: the run settings and signatures, one row per run.
+        tables: result tables.
+        figures: the figures, in order, each with its caption.
+        notes: closing remarks (what was skipped and why).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    notes = notes or []
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        *[f"<p>{html.escape(p)}</p>" for p in intro],
+        f"<h2>{html.escape(runs.title)}</h2>",
+        _html_table(runs),
+    ]
+    md = [f"# {title}", "", *[p + "\n" for p in intro], f"## {runs.title}", "", _md_table(runs.headers, runs.rows), ""]
+    for table in tables:
+        parts += [f'<h2 id="table-{html.escape(table.key)}">{html.escape(table.title)}</h2>', _html_table(table)]
+        parts += [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]
+        parts.append(_files_html(table.data, out))
+        md += [f"## {table.title}", "", _md_table(table.headers, table.rows), "", *[n + "\n" for n in table.notes]]
+    for fig in figures:
+        data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
+        parts += [
+            f'<h2 id="{html.escape(fig.key)}">{html.escape(fig.title)}</h2>',
+            f'<figure id="fig-{html.escape(fig.key)}">',
+            f'<img alt="{html.escape(fig.title)}" data-figure="{html.escape(fig.key)}" '
+            f'src="data:image/png;base64,{data}">',
+            f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>",
+            _files_html([fig.svg, *fig.data], out),
+        ]
+        md += [f"## {fig.title}", "", f"![{fig.title}]({_rel(fig.png, out)})", "", fig.caption, ""]
+        md += ["Data: " + ", ".join(f"[{p.name}]({_rel(p, out)})" for p in [fig.svg, *fig.data]), ""]
+    if notes:
+        parts += ["<h2>Notes</h2>", "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
+        md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    parts.append("</body></html>")
+    index, markdown = out / INDEX, out / MARKDOWN
+    index.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    markdown.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+    manifest = {
+        "title": title,
+        "figures": [
+            {"key": f.key, "title": f.title, "caption": f.caption, "png": _rel(f.png, out), "svg": _rel(f.svg, out)}
+            for f in figures
+        ],
+        "tables": [{"key": t.key, "title": t.title} for t in tables],
+        "notes": notes,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return index, markdown

@@ -1,0 +1,159 @@
+"""Result figures: base-to-new bars, few-shot curves, transfer bars.
+
+Reads the BASE2NEW, FEWSHOT and EVAL tables of :mod:`analysis.schemas`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from figures.style import colours, new_figure, require, styled
+
+
+def _own(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows measured here (published comparison rows have a non-empty ``source``)."""
+    return table[table["source"] == ""]
+
+
+def _method_label(row: pd.Series, several_models: bool) -> str:
+    return f"{row['method']} · {row['model']}" if several_models else str(row["method"])
+
+
+def _with_labels(table: pd.DataFrame) -> pd.DataFrame:
+    several = len(table.drop_duplicates(["model", "pretrained"])) > 1
+    return table.assign(label=[_method_label(r, several) for _, r in table.iterrows()])
+
+
+def draw_base2new(table: pd.DataFrame) -> Figure:
+    """Base, New and HM per dataset (and the Average), one bar per method."""
+    require(table, "results_base2new")
+    own = _with_labels(_own(table))
+    datasets = list(dict.fromkeys(own["dataset"]))
+    methods = list(dict.fromkeys(own["label"]))
+    palette = dict(zip(methods, colours(len(methods)), strict=True))
+    width = 0.8 / len(methods)
+    with styled():
+        fig = new_figure(max(6.0, 1.1 * len(datasets) * 3), 3.4)
+        axes = fig.subplots(1, 3, sharey=True)
+        for ax, (column, title) in zip(axes, (("base_mean", "Base"), ("new_mean", "New"), ("hm", "HM")), strict=True):
+            for m, method in enumerate(methods):
+                values = own[own["label"] == method].set_index("dataset")[column]
+                xs = [i - 0.4 + width * (m + 0.5) for i in range(len(datasets))]
+                ax.bar(
+                    xs, [values.get(d, math.nan) for d in datasets], width=width, color=palette[method], label=method
+                )
+            ax.set_xticks(
+                range(len(datasets)),
+                datasets,
+                rotation=45 if len(datasets) > 3 else 0,
+                ha="right" if len(datasets) > 3 else "center",
+            )
+            ax.set_title(title)
+            if len(datasets) * len(methods) <= 12:
+                for container in ax.containers:
+                    ax.bar_label(container, fmt="%.1f", fontsize=7, padding=1)
+        axes[0].set_ylabel("accuracy (%)")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center")
+        fig.suptitle("Base-to-new generalisation (mean over seeds)")
+    return fig
+
+
+def caption_base2new(table: pd.DataFrame) -> str:
+    """One sentence: each method's Base/New/HM on the Average row (or the only dataset)."""
+    own = _own(table)
+    row_set = own[own["dataset"] == "Average"] if (own["dataset"] == "Average").any() else own
+    where = "averaged over datasets" if (own["dataset"] == "Average").any() else f"on {row_set['dataset'].iloc[0]}"
+    parts = [
+        f"{r['method']} {r['base_mean']:.2f} / {r['new_mean']:.2f} / {r['hm']:.2f}"
+        for _, r in row_set.drop_duplicates(["method", "model", "pretrained"]).iterrows()
+    ]
+    return f"Base / New / HM accuracy (%) {where}, mean over seeds: " + "; ".join(parts) + "."
+
+
+def draw_fewshot(table: pd.DataFrame) -> Figure:
+    """Accuracy against shots, one panel per dataset (and the Average); zero-shot is the 0-shot point."""
+    require(table, "results_fewshot")
+    own = _with_labels(_own(table))
+    datasets = list(dict.fromkeys(own["dataset"]))
+    methods = list(dict.fromkeys(own["label"]))
+    palette = dict(zip(methods, colours(len(methods)), strict=True))
+    shots = sorted(own["shots"].unique())
+    cols = min(4, len(datasets))
+    rows = math.ceil(len(datasets) / cols)
+    with styled():
+        fig = new_figure(3.2 * cols + 0.6, 2.9 * rows + 0.4)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax, dataset in zip(axes.flat, datasets, strict=False):
+            part = own[own["dataset"] == dataset]
+            for method in methods:
+                line = part[part["label"] == method].sort_values("shots")
+                if line.empty:
+                    continue
+                xs = [shots.index(s) for s in line["shots"]]
+                ax.plot(
+                    xs, line["acc_mean"], marker="*" if len(line) == 1 else "o", color=palette[method], label=method
+                )
+            ax.set_xticks(range(len(shots)), [str(s) for s in shots])
+            ax.set_title(dataset)
+            ax.set_xlabel("shots per class")
+            ax.set_ylabel("accuracy (%)")
+        for ax in list(axes.flat)[len(datasets) :]:
+            ax.set_visible(False)
+        axes.flat[0].legend()
+        fig.suptitle("Few-shot accuracy (mean over seeds)")
+    return fig
+
+
+def caption_fewshot(table: pd.DataFrame) -> str:
+    """One sentence: each method's accuracy at the largest number of shots."""
+    own = _own(table)
+    average = own[own["dataset"] == "Average"]
+    rows = average if not average.empty else own
+    top = rows["shots"].max()
+    at_top = rows[rows["shots"] == top]
+    parts = [f"{r['method']} {r['acc_mean']:.2f}" for _, r in at_top.iterrows()]
+    zero = rows[rows["method"] == "zero-shot"]
+    lead = f"zero-shot {zero['acc_mean'].iloc[0]:.2f}; " if not zero.empty else ""
+    where = "averaged over datasets" if not average.empty else f"on {rows['dataset'].iloc[0]}"
+    return (
+        f"Accuracy (%) against shots per class {where}, mean over seeds: {lead}at {top} shots " + "; ".join(parts) + "."
+    )
+
+
+def draw_eval(table: pd.DataFrame) -> Figure:
+    """Target accuracy of each trained method beside its zero-shot accuracy."""
+    require(table, "results_eval")
+    own = _with_labels(_own(table))
+    targets = list(dict.fromkeys(own["dataset"]))
+    methods = list(dict.fromkeys(own["label"]))
+    series = [("zero-shot", None)] + [(m, m) for m in methods]
+    palette = dict(zip([s for s, _ in series], colours(len(series)), strict=True))
+    width = 0.8 / len(series)
+    with styled():
+        fig = new_figure(max(5.0, 0.9 * len(targets) * len(series)), 3.4)
+        ax = fig.subplots()
+        for k, (label, method) in enumerate(series):
+            if method is None:
+                values = own.groupby("dataset", sort=False)["zero_shot_mean"].mean()
+            else:
+                values = own[own["label"] == method].set_index("dataset")["acc_mean"]
+            xs = [i - 0.4 + width * (k + 0.5) for i in range(len(targets))]
+            ax.bar(xs, [values.get(t, math.nan) for t in targets], width=width, color=palette[label], label=label)
+        ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend()
+        fig.suptitle("Cross-dataset transfer and domain generalisation")
+    return fig
+
+
+def caption_eval(table: pd.DataFrame) -> str:
+    """One sentence: mean target accuracy of each method against zero-shot."""
+    own = _own(table)
+    parts = [
+        f"{m} {part['acc_mean'].mean():.2f} (zero-shot {part['zero_shot_mean'].mean():.2f})"
+        for m, part in own.groupby("method", sort=False)
+    ]
+    return f"Accuracy (%) on {own['dataset'].nunique()} target datasets, mean over targets: " + "; ".join(parts) + "."

@@ -1,0 +1,195 @@
+"""clipfit-analyze in-process on a tiny shapes run: the files, their columns, the report, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from analysis import schemas
+from analysis.cli import main
+from clipfit.cli import train
+from clipfit.models import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, str]:
+    """A finished 3-epoch ClipFit run of clipfit-tiny on 2 shots of the shapes world; (run dir, weights)."""
+    root = tmp_path_factory.mktemp("analyze")
+    torch.manual_seed(1234)
+    weights = root / "tiny-pretrained.safetensors"
+    model = build_model("clipfit-tiny", "none").model
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    run_dir = root / "runs" / "shapes" / "base2new" / "clipfit" / "shots2" / "seed1"
+    argv = ["--dataset", "shapes", "--model", "clipfit-tiny", "--pretrained", str(weights), "--shots", "2"]
+    argv += ["--epochs", "3", "--warmup-epochs", "0", "--lr", "0.05", "--log-every", "1", "--max-eval-images", "64"]
+    assert train.main([*argv, "--run-dir", str(run_dir), "-q"]) == 0
+    return run_dir, str(weights)
+
+
+def _columns(path: Path) -> list[str]:
+    return list(pd.read_csv(path, nrows=0).columns)
+
+
+def _figure_files(out: Path, stem: str) -> None:
+    for suffix in (".csv", ".png", ".svg", ".json"):
+        assert (out / f"{stem}{suffix}").is_file(), f"{stem}{suffix} missing"
+    assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (out / f"{stem}.svg").read_bytes()[:2000]
+
+
+def test_param_change(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    out = tmp_path / "pc"
+    assert main(["param-change", str(run_dir), str(run_dir), "--labels", "λ=8", "λ=0", "--out", str(out)]) == 0
+    _figure_files(out, "param_change")
+    _figure_files(out, "param_change_steps")
+    assert _columns(out / "param_change.csv") == list(schemas.PARAM_CHANGE)
+    assert _columns(out / "param_change_steps.csv") == list(schemas.PARAM_STEPS)
+    table = pd.read_csv(out / "param_change.csv")
+    assert sorted(table["checkpoint"].unique()) == ["λ=0", "λ=8"] and len(table) == 2 * 14
+    assert (table["sq_change"] > 0).all()  # every trained tensor moved
+    sidecar = json.loads((out / "param_change.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert sidecar["signature"] == results["signature"]
+    assert sidecar["command"].startswith("clipfit-analyze param-change ") and sidecar["versions"]["clipfit"]
+    assert "param_change.png" in capsys.readouterr().out
+
+
+def test_grad_sums_of_a_run_and_of_a_pretrained_model(tiny_run, tmp_path):
+    run_dir, weights = tiny_run
+    out = tmp_path / "gs"
+    assert main(["grad-sums", str(run_dir), "--all-candidates", "--batches", "2", "--out", str(out)]) == 0
+    _figure_files(out, "grad_sums")
+    _figure_files(out, "grad_sums_steps")
+    assert _columns(out / "grad_sums.csv") == list(schemas.GRAD_SUMS)
+    assert _columns(out / "grad_sums_steps.csv") == list(schemas.GRAD_STEPS)
+    table = pd.read_csv(out / "grad_sums.csv")
+    assert table["in_recipe"].sum() == 14 and len(table) > 14 and (table["batches"] == 2).all()
+    assert list(table["rank"]) == list(range(1, len(table) + 1)) and table["grad_sq_sum"].is_monotonic_decreasing
+    out = tmp_path / "gs-pretrained"
+    argv = ["grad-sums", "--pretrained", f"clipfit-tiny:{weights}", "--dataset", "shapes", "--split", "test"]
+    assert main([*argv, "--batches", "1", "--batch-size", "16", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "grad_sums.csv")
+    assert len(table) == 14 and not (out / "grad_sums_steps.csv").exists()
+
+
+def test_tsne(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    out = tmp_path / "tsne"
+    argv = ["tsne", str(run_dir), "--max-classes", "4", "--max-images", "40", "--perplexity", "5"]
+    assert main([*argv, "--out", str(out)]) == 0
+    _figure_files(out, "tsne")
+    assert _columns(out / "tsne.csv") == list(schemas.TSNE)
+    assert _columns(out / "tsne_metrics.csv") == list(schemas.TSNE_METRICS)
+    points, metrics = pd.read_csv(out / "tsne.csv"), pd.read_csv(out / "tsne_metrics.csv")
+    assert list(metrics["model"]) == ["zero-shot", "fine-tuned"] and (metrics["images"] == 40).all()
+    assert points.groupby("model").size().tolist() == [40, 40] and points["label"].nunique() == 4
+
+
+def test_rep_change(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    out = tmp_path / "rc"
+    assert main(["rep-change", str(run_dir), "--max-images", "32", "--out", str(out)]) == 0
+    _figure_files(out, "rep_change")
+    assert _columns(out / "rep_change.csv") == list(schemas.REP_CHANGE)
+    table = pd.read_csv(out / "rep_change.csv")
+    # clipfit-tiny: 2 blocks + the output feature in each tower; 32 images, 64 class prompts
+    assert table.groupby("tower")["position"].apply(list).to_dict() == {
+        "image": ["0", "1", "output"],
+        "text": ["0", "1", "output"],
+    }
+    assert table.set_index("tower")["inputs"].to_dict() == {"image": 32, "text": 64}
+    assert ((table["cka"] > 0.5) & (table["cka"] <= 1 + 1e-9)).all()
+
+
+def test_results(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    out = tmp_path / "results"
+    assert main(["results", str(run_dir.parents[4]), "--published", "--out", str(out)]) == 0
+    _figure_files(out, "results_base2new")
+    for suffix in (".md", ".tex"):
+        assert (out / f"results_base2new{suffix}").is_file()
+    assert _columns(out / "results_base2new.csv") == list(schemas.BASE2NEW)
+    assert _columns(out / "results_runs.csv") == list(schemas.RESULTS_RUNS)
+    printed = capsys.readouterr().out
+    assert "| shapes | clipfit" in printed and "CLIPFit (paper)" in printed
+
+
+class _Figures(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: dict[str, str] = {}
+        self.links: list[str] = []
+        self.ids: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "img":
+            self.images[attrs["data-figure"]] = attrs["src"]
+        if tag == "a":
+            self.links.append(attrs["href"])
+
+
+def test_report(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    out = tmp_path / "report"
+    argv = ["report", str(run_dir), "--out", str(out), "--max-images", "40", "--max-classes", "4", "--batches", "1"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out / "index.html")
+    manifest = json.loads((out / "report.json").read_text())
+    keys = [f["key"] for f in manifest["figures"]]
+    assert keys == [
+        "results_base2new",
+        "param_change",
+        "param_change_steps",
+        "grad_sums_steps",
+        "grad_sums",
+        "tsne",
+        "rep_change",
+    ]
+    parser = _Figures()
+    parser.feed((out / "index.html").read_text())
+    parser.close()
+    assert sorted(parser.images) == sorted(keys)  # every figure embedded, none twice
+    assert len(parser.ids) == len(set(parser.ids))  # anchors are unique
+    for src in parser.images.values():
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
+    assert all((out / link).is_file() for link in parser.links)  # the SVG/CSV links resolve offline
+    markdown = (out / "report.md").read_text()
+    for figure in manifest["figures"]:
+        assert f"]({figure['png']})" in markdown and (out / figure["png"]).is_file()
+        assert len(figure["caption"]) > 40
+    assert "| Base | New | HM |" in markdown and "model:clipfit-tiny" in markdown
+
+
+def test_bad_input_is_a_clear_error(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    junk = tmp_path / "model.pth"
+    junk.write_bytes(b"\x00not a checkpoint\x00")
+    assert main(["param-change", str(junk), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "not a clipfit checkpoint" in err and "Traceback" not in err
+
+    argv = ["tsne", str(run_dir), "--pretrained", "shapes-vit-tiny:shapes-world", "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was trained on clipfit-tiny" in err and "Traceback" not in err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["results", str(empty), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "no results.json under" in err and "Traceback" not in err
+
+    assert main(["report", str(empty), "--out", str(tmp_path / "x")]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err

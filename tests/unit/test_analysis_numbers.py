@@ -1,0 +1,274 @@
+"""Golden values of the analyses on hand-built tensors, and the one layer grouping on real names."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from analysis.features import recording
+from analysis.grad_sums import candidate_names, grad_sum_table
+from analysis.param_change import param_change, tensor_change
+from analysis.rep_change import linear_cka, rep_change
+from analysis.results import AVERAGE, ZERO_SHOT, base2new_table, eval_table, fewshot_table, read_runs, to_latex
+from analysis.schemas import BASE2NEW, PARAM_CHANGE, REP_CHANGE
+from analysis.tables import layer_frame
+from analysis.tsne import knn_accuracy
+from clipfit.recipes import select
+
+# ----------------------------------------------------------------------------- param-change
+
+
+def test_param_change_golden_values():
+    init = {
+        "transformer.resblocks.0.mlp.c_proj.bias": torch.tensor([1.0, 2.0, 2.0]),
+        "visual.ln_pre.bias": torch.zeros(4),
+    }
+    final = {
+        "transformer.resblocks.0.mlp.c_proj.bias": torch.tensor([1.0, 5.0, 6.0]),
+        "visual.ln_pre.bias": torch.tensor([0.5, -0.5, 0.5, -0.5]),
+    }
+    table = param_change(init, final, "run").set_index("name")
+    assert list(param_change(init, final).columns) == list(PARAM_CHANGE)
+    text = table.loc["transformer.resblocks.0.mlp.c_proj.bias"]
+    # d = [0, 3, 4]: sum of squares 0 + 9 + 16 = 25, its root 5; ||theta0|| = sqrt(1 + 4 + 4) = 3, so 5 / 3.
+    assert (text["sq_change"], text["l2_change"], text["init_norm"]) == (25.0, 5.0, 3.0)
+    assert text["rel_change"] == pytest.approx(5 / 3)
+    assert (text["group"], text["position"], text["block"], text["numel"]) == (
+        "text FFN-out bias",
+        "0.mlp.c_proj",
+        0,
+        3,
+    )
+    ln = table.loc["visual.ln_pre.bias"]
+    # d = [.5, -.5, .5, -.5]: 4 * 0.25 = 1.0; theta0 = 0, so the relative change is undefined (NaN).
+    assert (ln["sq_change"], ln["l2_change"], ln["init_norm"]) == (1.0, 1.0, 0.0)
+    assert math.isnan(ln["rel_change"]) and ln["group"] == "image LN bias" and ln["position"] == "ln_pre"
+    # image tower first, then text (clipfit.layers order)
+    assert list(table["order"]) == [0, 1] and table.index[0] == "visual.ln_pre.bias"
+
+
+def test_param_change_is_computed_in_float64():
+    # 1e-4 steps on 1.0 in fp16 would round; the difference of two fp32 values is exact in float64.
+    init, final = torch.ones(1000), torch.ones(1000) + 1e-3
+    expected = float(((final.double() - init.double()) ** 2).sum())
+    assert tensor_change(init, final)["sq_change"] == pytest.approx(expected, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- CKA
+
+
+def test_linear_cka_golden_values():
+    # One feature each: x = [1, 2, 3] -> centred [-1, 0, 1]; y = [1, 0, 2] -> centred [0, -1, 1].
+    # ||y^T x||^2 = 1^2 = 1, ||x^T x|| = 2, ||y^T y|| = 2: CKA = 1 / 4 (= squared Pearson correlation 0.5^2).
+    assert linear_cka(torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[1.0], [0.0], [2.0]])) == pytest.approx(0.25)
+    # X = the 4 unit vectors +-e1, +-e2 (already centred): X^T X = 2 I, Frobenius norm 2 sqrt(2).
+    # Y keeps only the e1 coordinate: Y^T Y = diag(2, 0), norm 2; Y^T X = diag(2, 0), squared norm 4.
+    # CKA = 4 / (2 sqrt(2) * 2) = 1 / sqrt(2).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0], [0.0, 0.0]])
+    assert linear_cka(x, y) == pytest.approx(1 / math.sqrt(2))
+
+
+def test_linear_cka_invariances():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 8, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    # rotation, isotropic scaling and a shift leave CKA at exactly 1 (up to rounding)
+    assert linear_cka(x, 3.0 * x @ q + 7.0) == pytest.approx(1.0, abs=1e-12)
+    assert math.isnan(linear_cka(x, torch.ones(50, 4)))  # a constant representation has no CKA
+
+
+def test_rep_change_table():
+    g = torch.Generator().manual_seed(1)
+    before = {"image": {"0": torch.randn(10, 4, generator=g), "output": torch.randn(10, 3, generator=g)}}
+    after = {"image": {"0": before["image"]["0"] * 2, "output": before["image"]["output"]}}
+    table = rep_change(before, after)
+    assert list(table.columns) == list(REP_CHANGE)
+    assert list(table["position"]) == ["0", "output"] and list(table["order"]) == [0, 1]
+    assert table["cka"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_hooks_are_removed_even_when_the_pass_fails():
+    module = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="boom"), recording({"m": module}, lambda out: out) as store:
+        module(torch.ones(1, 2))
+        assert len(module._forward_hooks) == 1
+        raise RuntimeError("boom")
+    assert len(module._forward_hooks) == 0 and len(store["m"]) == 1
+
+
+# ----------------------------------------------------------------------------- k-NN
+
+
+def test_knn_accuracy_golden_value():
+    # Two classes on the unit circle: class 0 at 0, 10, 20 degrees, class 1 at 80, 90 degrees and one
+    # class-1 point at 15 degrees among class 0. With k = 1 (cosine), each point takes its nearest
+    # neighbour's label: 0 deg -> 10 deg (0, right); 10 -> 15 (1, wrong); 20 -> 15 (1, wrong);
+    # 80 -> 90 (1, right); 90 -> 80 (1, right); 15 -> 10 or 20 (0, wrong). 3 of 6 = 50%.
+    angles = np.radians([0, 10, 20, 80, 90, 15])
+    features = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    labels = [0, 0, 0, 1, 1, 1]
+    assert knn_accuracy(features, labels, k=1) == pytest.approx(50.0)
+    # k = 5 is everyone else: each class-0 point sees 2 class-0 and 3 class-1 points (votes 1, wrong), each
+    # class-1 point sees 3 class-0 and 2 class-1 points (votes 0, wrong): 0 of 6.
+    assert knn_accuracy(features, labels, k=5) == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------------------- the one layer grouping
+
+
+def _check_partition(names: list[str], numel: dict[str, int], expected: dict[str, tuple[int, int]]) -> None:
+    frame = layer_frame(names)
+    assert sorted(frame["name"]) == sorted(names)  # every tensor exactly once
+    counts = frame.groupby("group")["name"].count().to_dict()
+    values = {g: sum(numel[n] for n in part["name"]) for g, part in frame.groupby("group")}
+    assert {g: (counts[g], values[g]) for g in counts} == expected
+    assert sum(c for c, _ in expected.values()) == len(names)
+    assert list(frame["order"]) == list(range(len(names)))
+
+
+def test_tiny_vit_clipfit_tensors_fall_into_the_paper_groups(tiny):
+    names = select(tiny.model, "clipfit")
+    numel = {n: p.numel() for n, p in tiny.model.named_parameters()}
+    # 2 text blocks x 32; image LayerNorms ln_pre, 2 x (ln_1, ln_2), ln_post = 6 x 32 per kind
+    _check_partition(
+        names, numel, {"text FFN-out bias": (2, 64), "image LN weight": (6, 192), "image LN bias": (6, 192)}
+    )
+    assert 64 + 192 + 192 == 448  # the trained total of tests/unit/test_recipes.py
+
+
+@pytest.fixture(scope="module")
+def vit_b16_meta():
+    """ViT-B-16's structure on the meta device: real names and shapes, no memory, no download."""
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that no weights were loaded
+    try:
+        return open_clip.create_model("ViT-B-16", device="meta")
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_vit_b16_clipfit_tensors_fall_into_the_paper_groups(vit_b16_meta):
+    names = select(vit_b16_meta, "clipfit")
+    numel = {n: p.numel() for n, p in vit_b16_meta.named_parameters()}
+    # PAPER.md section 1: 12 x 512 text biases = 6,144; 26 LayerNorms x 768 per kind = 19,968 each.
+    _check_partition(
+        names,
+        numel,
+        {"text FFN-out bias": (12, 6_144), "image LN weight": (26, 19_968), "image LN bias": (26, 19_968)},
+    )
+    assert 6_144 + 2 * 19_968 == 46_080
+    positions = layer_frame(names)
+    image_ln = positions[positions["group"] == "image LN weight"]["position"].tolist()
+    assert image_ln[0] == "ln_pre" and image_ln[1:3] == ["0.ln_1", "0.ln_2"] and image_ln[-1] == "ln_post"
+
+
+def test_vit_b16_all_candidates_partition(vit_b16_meta):
+    names = candidate_names(vit_b16_meta, "clipfit", all_candidates=True)
+    numel = {n: p.numel() for n, p in vit_b16_meta.named_parameters()}
+    frame = layer_frame(names)
+    assert len(frame) == len(set(names)) == len(names)
+    assert set(select(vit_b16_meta, "clipfit")) <= set(names)
+    per_group = frame.groupby("group")["name"].apply(lambda s: sum(numel[n] for n in s))
+    assert per_group.sum() == sum(numel[n] for n in names)
+    # every bias and norm of both towers: 6 biases + 2 LN (x2 kinds) per block, plus ln_pre/ln_post/ln_final
+    assert {"text attn bias", "image FFN-in bias", "text LN weight", "image LN bias"} <= set(frame["group"])
+    table = grad_sum_table({n: 1.0 for n in names}, numel, select(vit_b16_meta, "clipfit"), 1)
+    assert table["in_recipe"].sum() == 64 and list(table["rank"]) == list(range(1, len(names) + 1))
+
+
+# ----------------------------------------------------------------------------- results over seeds
+
+
+def _write_result(root: Path, rel: str, **fields) -> None:
+    path = root / rel / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"recipe": "clipfit", "model": "ViT-B-16", "pretrained": "openai", "comparable": True, **fields}
+    path.write_text(json.dumps(data))
+
+
+def _b2n(base: float, new: float) -> dict:
+    return {"base_acc": base, "new_acc": new, "hm": 2 * base * new / (base + new)}
+
+
+@pytest.fixture
+def result_tree(tmp_path) -> Path:
+    zs = _b2n(50.0, 60.0)
+    for seed, (base, new) in ((1, (60.0, 50.0)), (2, (70.0, 50.0))):
+        _write_result(tmp_path, f"dtd/b2n/s{seed}", dataset="dtd", setting="base2new", shots=16, seed=seed,
+                      reg_weight=8.0, metrics=_b2n(base, new), zero_shot=zs)  # fmt: skip
+    _write_result(tmp_path, "eurosat/b2n/s1", dataset="eurosat", setting="base2new", shots=16, seed=1,
+                  reg_weight=8.0, metrics=_b2n(80.0, 40.0), zero_shot=_b2n(40.0, 50.0))  # fmt: skip
+    for shots, accs in ((1, (40.0, 44.0)), (16, (70.0, 72.0))):
+        for seed, acc in enumerate(accs, start=1):
+            _write_result(tmp_path, f"dtd/few/{shots}/{seed}", dataset="dtd", setting="fewshot", shots=shots,
+                          seed=seed, reg_weight=8.0, metrics={"acc": acc}, zero_shot={"acc": 30.0})  # fmt: skip
+    _write_result(tmp_path, "imagenet/few/16/1/eval/imagenet_a", dataset="imagenet_a", setting="eval", shots=16,
+                  seed=1, metrics={"acc": 50.0}, zero_shot={"acc": 47.0}, source={"dataset": "imagenet"})  # fmt: skip
+    return tmp_path
+
+
+def test_base2new_mean_std_and_the_average_row(result_tree):
+    runs = read_runs(result_tree)
+    table = base2new_table(runs, published=True)
+    assert list(table.columns) == list(BASE2NEW)
+    clip = table[table["method"] == "clipfit"].set_index("dataset")
+    # dtd over seeds 1, 2: Base mean 65, sample std |70 - 60| / sqrt(2) = 7.0711; New 50 +- 0;
+    # HM of the means = 2 * 65 * 50 / 115 = 56.5217
+    assert clip.loc["dtd", "base_mean"] == 65.0 and clip.loc["dtd", "base_std"] == pytest.approx(10 / math.sqrt(2))
+    assert clip.loc["dtd", "hm"] == pytest.approx(2 * 65 * 50 / 115) and clip.loc["dtd", "seeds"] == 2
+    # Average: Base (65 + 80) / 2 = 72.5, New (50 + 40) / 2 = 45, HM(72.5, 45) = 6525 / 117.5 = 55.5319,
+    # not the mean of the per-dataset HMs ((56.5217 + 53.3333) / 2 = 54.9275)
+    assert clip.loc[AVERAGE, "base_mean"] == 72.5 and clip.loc[AVERAGE, "new_mean"] == 45.0
+    assert clip.loc[AVERAGE, "hm"] == pytest.approx(2 * 72.5 * 45 / 117.5)
+    zero = table[table["method"] == ZERO_SHOT].set_index("dataset")
+    # zero-shot once per (dataset, seed): dtd 50 / 60, eurosat 40 / 50 -> Average 45 / 55
+    assert zero.loc[AVERAGE, "hm"] == pytest.approx(2 * 45 * 55 / 100) and zero.loc["dtd", "seeds"] == 2
+    published = table[table["source"] != ""]
+    assert published["hm"].tolist()[0] == 71.70 and len(published) == 8
+    assert list(table["dataset"])[:2] == ["dtd", "dtd"] and table["method"].iloc[0] == ZERO_SHOT
+    latex = to_latex("base2new", table)
+    assert r"\toprule" in latex and r"65.00 $\pm$ 7.07" in latex
+
+
+def test_fewshot_curve_and_transfer_tables(result_tree):
+    runs = read_runs(result_tree)
+    few = fewshot_table(runs).set_index(["method", "shots"])
+    assert few.loc[("clipfit", 1), "acc_mean"] == 42.0 and few.loc[("clipfit", 16), "acc_std"] == pytest.approx(
+        math.sqrt(2)
+    )
+    assert few.loc[(ZERO_SHOT, 0), "acc_mean"] == 30.0  # zero-shot is the 0-shot point
+    ev = eval_table(runs)
+    assert ev.iloc[0][["kind", "source_dataset", "dataset", "acc_mean", "zero_shot_mean"]].tolist() == [
+        "domain generalisation",
+        "imagenet",
+        "imagenet_a",
+        50.0,
+        47.0,
+    ]
+
+
+# ----------------------------------------------------------------------------- figures import only tables
+
+
+def test_figures_import_nothing_but_plotting_libraries_and_the_schemas():
+    allowed = {"__future__", "base64", "contextlib", "collections", "dataclasses", "html", "json", "math", "pathlib",
+               "typing", "pandas", "numpy", "matplotlib", "seaborn", "figures", "analysis.schemas"}  # fmt: skip
+    for file in (Path(__file__).parents[2] / "figures").glob("*.py"):
+        tree = ast.parse(file.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                assert module in allowed or module.split(".")[0] in allowed - {"analysis"}, f"{file.name}: {module}"
