@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.14.1 / torchvision 0.29.1 are the tested pair (a CUDA build that also runs on CPU).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test setup lint shapes-model clean
+.PHONY: demo test setup lint compare shapes-model clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The recipe comparison of README "Results": every recipe, base-to-new on the shapes world, 16 shots,
+# seeds 1-3 (about an hour on 2 cores), then the aggregated table and figures written into README.md.
+COMPARE_RECIPES := clipfit clipfit-text clipfit-image clipfit-fc bitfit ln-tuning full coop clip-adapter linear-probe
+compare: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/clipfit-train --dataset shapes --setting base2new --shots 16 --seeds 1 2 3 \
+		--recipes $(COMPARE_RECIPES) --out runs/compare -q
+	HF_HUB_OFFLINE=1 $(BIN)/clipfit-analyze results runs/compare --out reports/compare --readme README.md \
+		--readme-figures docs/figures
 
 # Regenerate the shapes-world model shipped in clipfit/assets (deterministic for a seed; ~10 min on 2 cores).
 shapes-model: $(STAMP)

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("results", help="result tables over seeds (Markdown, CSV, LaTeX) and figures")
     p.add_argument("root", metavar="RUN_ROOT", help="folder searched recursively for results.json")
+    p.add_argument("--readme", metavar="FILE", help="rewrite the generated results block of this Markdown file")
+    p.add_argument("--readme-figures", default="docs/figures", help="where --readme copies its figures")
     p.add_argument("--published", action="store_true", help="add the published ViT-B/16 numbers (PAPER.md 8)")
     _common(p, "results")
 
@@ -207,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             commands.announce(commands.run_rep_change(opts, common))
         elif args.command == "results":
-            output = commands.run_results(ResultsOptions(args.root, args.published), common)
+            output = commands.run_results(
+                ResultsOptions(args.root, args.published, args.readme, args.readme_figures), common
+            )
             commands.print_results(output)
         elif args.command == "report":
             opts = ReportOptions(

@@ -28,6 +28,10 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform
+from clipfit.data.benchmarks import (  # the paper's dataset order; others follow alphabetically
+    BENCHMARKS,
+    IMAGENET_VARIANTS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,22 +40,6 @@ ZERO_SHOT = "zero-shot"
 AVERAGE = "Average"
 PUBLISHED_DATASET = "Average (11 datasets, paper)"
 PUBLISHED_SOURCE = "published, ViT-B/16 (PAPER.md section 8)"
-# The paper's dataset order; other datasets follow alphabetically.
-BENCHMARKS = (
-    "imagenet",
-    "caltech101",
-    "oxford_pets",
-    "stanford_cars",
-    "oxford_flowers",
-    "food101",
-    "fgvc_aircraft",
-    "sun397",
-    "dtd",
-    "eurosat",
-    "ucf101",
-)
-IMAGENET_VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
-
 # PAPER.md section 8: base-to-new averages over 11 datasets, ViT-B/16 (method, Base, New, HM).
 PUBLISHED_BASE2NEW: tuple[tuple[str, float, float, float], ...] = (
     ("zero-shot CLIP", 69.34, 74.22, 71.70),

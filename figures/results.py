@@ -13,6 +13,11 @@ from matplotlib.figure import Figure
 from figures.style import colours, new_figure, require, styled
 
 
+def _pct(value: float) -> str:
+    """Two decimals, or n/a for a metric that does not apply (a linear probe's New)."""
+    return "n/a" if pd.isna(value) else f"{value:.2f}"
+
+
 def _own(table: pd.DataFrame) -> pd.DataFrame:
     """Rows measured here (published comparison rows have a non-empty ``source``)."""
     return table[table["source"] == ""]
@@ -67,7 +72,7 @@ def caption_base2new(table: pd.DataFrame) -> str:
     row_set = own[own["dataset"] == "Average"] if (own["dataset"] == "Average").any() else own
     where = "averaged over datasets" if (own["dataset"] == "Average").any() else f"on {row_set['dataset'].iloc[0]}"
     parts = [
-        f"{r['method']} {r['base_mean']:.2f} / {r['new_mean']:.2f} / {r['hm']:.2f}"
+        f"{r['method']} {_pct(r['base_mean'])} / {_pct(r['new_mean'])} / {_pct(r['hm'])}"
         for _, r in row_set.drop_duplicates(["method", "model", "pretrained"]).iterrows()
     ]
     return f"Base / New / HM accuracy (%) {where}, mean over seeds: " + "; ".join(parts) + "."
@@ -157,3 +162,74 @@ def caption_eval(table: pd.DataFrame) -> str:
         for m, part in own.groupby("method", sort=False)
     ]
     return f"Accuracy (%) on {own['dataset'].nunique()} target datasets, mean over targets: " + "; ".join(parts) + "."
+
+
+def scatter_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows the Base/New scatter plots: measured rows of the Average, or of the only dataset."""
+    own = _own(table)
+    dataset = "Average" if (own["dataset"] == "Average").any() else own["dataset"].iloc[0]
+    return own[own["dataset"] == dataset].reset_index(drop=True)
+
+
+def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
+    """New against Base accuracy, one point per method (mean over seeds, +- std), with iso-HM curves.
+
+    One panel: the Average row when there are several datasets, else the only dataset. Methods
+    without a New accuracy (a linear probe) are drawn as a vertical mark at their Base accuracy.
+    """
+    require(table, "results_base2new")
+    own = _with_labels(_own(table))
+    dataset = "Average" if (own["dataset"] == "Average").any() else own["dataset"].iloc[0]
+    rows = own[own["dataset"] == dataset]
+    methods = list(dict.fromkeys(rows["label"]))
+    palette = dict(zip(methods, colours(len(methods)), strict=True))
+    with styled():
+        fig = new_figure(5.6, 4.4)
+        ax = fig.subplots()
+        values = pd.concat([rows["base_mean"], rows["new_mean"]]).dropna()
+        low, high = max(0.0, values.min() - 8), min(100.0, values.max() + 8)
+        grid = [low + (high - low) * i / 200 for i in range(201)]
+        for level in range(10, 100, 10):  # HM = 2BN / (B + N) = level  <=>  N = level B / (2B - level)
+            curve = [(b, level * b / (2 * b - level)) for b in grid if 2 * b > level]
+            curve = [(b, n) for b, n in curve if low <= n <= high]
+            if curve:
+                ax.plot(*zip(*curve, strict=True), color="0.8", lw=0.7, zorder=0)
+                ax.annotate(f"HM {level}", curve[-1], fontsize=6, color="0.55", ha="right", va="bottom")
+        for _, row in rows.iterrows():
+            colour = palette[row["label"]]
+            if pd.isna(row["new_mean"]):
+                ax.axvline(row["base_mean"], color=colour, ls=":", lw=1.2, label=f"{row['label']} (Base only)")
+                continue
+            zero_shot = row["method"] == "zero-shot"
+            ax.errorbar(
+                row["base_mean"], row["new_mean"], xerr=row["base_std"], yerr=row["new_std"],
+                fmt="*" if zero_shot else "o", ms=11 if zero_shot else 6, color="black" if zero_shot else colour,
+                capsize=2, label=row["label"], zorder=3,
+            )  # fmt: skip
+            ax.annotate(row["label"], (row["base_mean"], row["new_mean"]), xytext=(4, 4), textcoords="offset points",
+                        fontsize=7, color=colour)  # fmt: skip
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_xlabel("Base accuracy (%)")
+        ax.set_ylabel("New accuracy (%)")
+        ax.set_title(f"New against Base on {dataset} (mean ± std over seeds)")
+        ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def caption_base_new_scatter(table: pd.DataFrame) -> str:
+    """One sentence: which methods beat zero-shot on Base, on New, and on HM."""
+    own = _own(table)
+    dataset = "Average" if (own["dataset"] == "Average").any() else own["dataset"].iloc[0]
+    rows = own[own["dataset"] == dataset].set_index("method")
+    if "zero-shot" not in rows.index:
+        return f"New against Base accuracy (%) on {dataset}; grey curves are constant harmonic mean."
+    zs = rows.loc["zero-shot"]
+    others = rows.drop(index="zero-shot")
+    above_hm = [m for m, r in others.iterrows() if pd.notna(r["hm"]) and r["hm"] > zs["hm"]]
+    below_new = [m for m, r in others.iterrows() if pd.notna(r["new_mean"]) and r["new_mean"] < zs["new_mean"]]
+    return (
+        f"New against Base accuracy (%) on {dataset}, grey curves at constant harmonic mean. "
+        f"Above zero-shot's HM ({zs['hm']:.2f}): {', '.join(above_hm) or 'none'}; "
+        f"below zero-shot on New ({zs['new_mean']:.2f}): {', '.join(below_new) or 'none'}."
+    )

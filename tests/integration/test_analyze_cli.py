@@ -122,6 +122,33 @@ def test_results(tiny_run, tmp_path, capsys):
     assert "| shapes | clipfit" in printed and "CLIPFit (paper)" in printed
 
 
+def test_results_write_the_readme_block_and_the_scatter(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    out, readme = tmp_path / "results", tmp_path / "README.md"
+    from analysis.commands import README_BEGIN, README_END
+
+    readme.write_text(f"# Project\n\n## Results\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\n## Next\n")
+    argv = ["results", str(run_dir.parents[4]), "--out", str(out), "--readme", str(readme)]
+    assert main([*argv, "--readme-figures", str(tmp_path / "docs" / "figures")]) == 0
+    _figure_files(out, "results_base2new_scatter")
+    text = readme.read_text()
+    assert "stale numbers" not in text and text.startswith("# Project") and text.endswith("## Next\n")
+    results = json.loads((run_dir / "results.json").read_text())
+    # generated from results.json († marks numbers on capped test sets, not comparable)
+    assert f"| shapes | clipfit † | {results['metrics']['base_acc']:.2f}" in text
+    assert "![New against Base accuracy](docs/figures/results_base2new_scatter.png)" in text
+    assert (tmp_path / "docs" / "figures" / "results_base2new_scatter.png").is_file()
+
+
+def test_results_readme_without_the_markers_is_refused(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    readme = tmp_path / "README.md"
+    readme.write_text("# nothing to replace\n")
+    argv = ["results", str(run_dir.parents[4]), "--out", str(tmp_path / "o"), "--readme", str(readme)]
+    assert main(argv) == 2
+    assert "has no results block" in capsys.readouterr().err and readme.read_text() == "# nothing to replace\n"
+
+
 class _Figures(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -149,6 +176,7 @@ def test_report(tiny_run, tmp_path, capsys):
     keys = [f["key"] for f in manifest["figures"]]
     assert keys == [
         "results_base2new",
+        "results_base2new_scatter",
         "param_change",
         "param_change_steps",
         "grad_sums_steps",
