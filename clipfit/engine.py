@@ -285,17 +285,19 @@ class Trainer:
         return StepState(forward, eager, inputs, t0, reg_weight, optimizer, scaler, init)
 
     def train_step(
-        self, state: StepState, images: torch.Tensor, labels: torch.Tensor
+        self, state: StepState, images: torch.Tensor, labels: torch.Tensor, global_batch: int | None = None
     ) -> tuple[LossParts, torch.Tensor]:
         """One SGD step on a batch (this process's part of it under torchrun).
 
+        ``global_batch`` is the size of the batch over all processes (known from the sampler, so no
+        collective call is needed for it); without it, ``len(labels)`` times the world size.
         Returns the loss parts and the squared gradient norm of every trained tensor (after the
         all-reduce, so the same on every process).
         """
         if state.eager is None:
-            return self._step(state, images, labels)
+            return self._step(state, images, labels, global_batch)
         try:  # the first compiled step compiles forward and backward; any failure falls back to eager
-            result = self._step(state, images, labels)
+            result = self._step(state, images, labels, global_batch)
         except Exception as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             logger.warning(
@@ -304,15 +306,18 @@ class Trainer:
             state.optimizer.zero_grad(set_to_none=True)
             state.forward = state.eager
             state.eager = None
-            return self._step(state, images, labels)
+            return self._step(state, images, labels, global_batch)
         state.eager = None
         return result
 
-    def _step(self, state: StepState, images: torch.Tensor, labels: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
+    def _step(
+        self, state: StepState, images: torch.Tensor, labels: torch.Tensor, global_batch: int | None
+    ) -> tuple[LossParts, torch.Tensor]:
         normaliser = None
         if self.env.distributed:
-            global_n = all_reduce_sum(torch.tensor([len(labels)], device=self.device)).item()
-            normaliser = global_n / self.env.world_size
+            # DDP averages gradients over processes: each divides its summed cross-entropy by its
+            # share of the global batch, so the average is the single-process mean.
+            normaliser = (global_batch or len(labels) * self.env.world_size) / self.env.world_size
         with autocast(self.device, self.precision):
             image_features, text_features = state.forward(images, state.inputs)
         parts = clipfit_loss(
@@ -381,7 +386,7 @@ class Trainer:
                 epoch_sum = torch.zeros(6, device=self.device, dtype=torch.float64)
                 for images, labels in loader:
                     images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
-                    parts, grad_sq = self.train_step(state, images, labels)
+                    parts, grad_sq = self.train_step(state, images, labels, sampler.global_batch_size)
                     grad_sq_cum += grad_sq
                     step += 1
                     stats = torch.stack(
