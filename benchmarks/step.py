@@ -11,15 +11,12 @@ the same class count, this times
                 branch), on the same open_clip model and trained tensors: the text encoder run twice
                 per step over full 77-token sequences (once for the logits, once for the
                 regulariser), t0 from a second frozen copy of the model kept in memory, SGD built
-                over every parameter (Dassl builds it over the whole prompt learner), fp32, and the
-                transformer blocks sequence-first as in OpenAI's CLIP code, which it builds on
+                over every parameter (Dassl builds it over the whole prompt learner), fp32
   full          full fine-tuning through clipfit's machinery (every weight trained, SGD momentum)
   forward       the forward of clipfit's step without autograd: the floor of any training step
 
-With ``--batch-first-row``, also clipfit's step in open_clip's default batch-first block layout
-(what ``clipfit.engine.set_sequence_first`` avoids during training). Then clipfit's evaluation
-path (``clipfit.evaluate.subset_accuracy``) against a plain open_clip loop (``model.encode_image``
-over the same DataLoader), in images per second.
+then clipfit's evaluation path (``clipfit.evaluate.subset_accuracy``) against a plain open_clip loop
+(``model.encode_image`` over the same DataLoader), in images per second.
 
 Times are medians over ``--repeats`` interleaved rounds (one step of every variant per round, so
 load that drifts during the run hits all of them alike) after ``--warmup`` rounds. Memory is the
@@ -72,7 +69,7 @@ from clipfit.config import OptimConfig
 from clipfit.data.base import Sample
 from clipfit.data.loaders import default_workers, eval_loader
 from clipfit.data.sampling import ClassSubset
-from clipfit.engine import Trainer, TrainTask, set_sequence_first
+from clipfit.engine import Trainer, TrainTask
 from clipfit.evaluate import subset_accuracy
 from clipfit.models import build_model
 from clipfit.prompts import make_prompts
@@ -183,7 +180,6 @@ class ReleasedStep:
 
     def __init__(self, model: nn.Module, tokens: torch.Tensor, reg_weight: float, optim: OptimConfig) -> None:
         self.model, self.tokens, self.reg_weight = model, tokens, reg_weight
-        set_sequence_first(model, True)  # OpenAI's CLIP runs its blocks on (L, N, D)
         self.frozen = copy.deepcopy(model).requires_grad_(False)
         with torch.no_grad():
             self.t0 = self.frozen.encode_text(tokens)
@@ -267,14 +263,6 @@ def build_variants(args, bundle, device, precision, images, labels) -> tuple[lis
 
     variants.append(Variant("forward only", forward_only, lambda: [*model_tensors(model), state.inputs]))
 
-    if args.batch_first_row:
-        m = copy.deepcopy(base)
-        t, s = _trainer(bundle, m, "clipfit", classnames, optim, device, precision)
-        set_sequence_first(m, False)
-        name = "clipfit, batch-first blocks"
-        variants.append(
-            Variant(name, lambda t=t, s=s: t.train_step(s, images, labels), lambda m=m, s=s: _trainer_held(m, s))
-        )
     for label, options in (("clipfit --compile", {"compile": True}), ("clipfit --grad-checkpointing", None)):
         if label.endswith("--compile") and not args.compile:
             continue
@@ -385,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
     p.add_argument("--precision", default="auto", help="clipfit's precision (auto: bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="also time clipfit's step with --compile")
@@ -393,11 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--grad-checkpointing",
         choices=("text", "image", "all"),
         help="also time clipfit's step with this checkpointing",
-    )
-    p.add_argument(
-        "--batch-first-row",
-        action="store_true",
-        help="also time clipfit's step in open_clip's batch-first block layout",
     )
     p.add_argument("--eval-images", type=int, default=128, help="images per evaluation pass (default 128)")
     p.add_argument("--eval-batch-size", type=int, default=64, help="evaluation batch (default 64)")

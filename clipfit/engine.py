@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import ResidualAttentionBlock, Transformer
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -133,34 +132,6 @@ def set_grad_checkpointing(model: nn.Module, towers: str | None) -> None:
             f"the image tower ({type(visual).__name__}) has no transformer blocks to checkpoint; "
             "use --grad-checkpointing text"
         )
-
-
-def _transformers(model: nn.Module) -> list[Transformer]:
-    """The open_clip transformer stacks of the text and image towers."""
-    text = text_module(model)
-    stacks = [getattr(text, "transformer", None), getattr(getattr(model, "visual", None), "transformer", None)]
-    return [t for t in stacks if isinstance(t, Transformer)]
-
-
-def set_sequence_first(model: nn.Module, enable: bool) -> None:
-    """Run the towers' transformer blocks sequence-first, (L, N, D), as OpenAI's CLIP code does.
-
-    open_clip builds its blocks batch-first, so ``nn.MultiheadAttention`` gets a transposed view of
-    (N, L, D); with autograd on, its input projection then runs as a batched matmul against an
-    expanded weight, in forward and in backward. Sequence-first (an open_clip option,
-    ``Transformer(batch_first=False)``) makes it one matmul: measured on 2 CPU cores for one
-    ViT-B/16 block at batch 32, forward + backward of the input projection 0.55 s instead of 4.2 s
-    (see benchmarks/README.md). The values are the same up to float rounding. Inference under
-    ``no_grad`` takes MultiheadAttention's fused path in the batch-first layout and gains nothing,
-    so the trainer switches this on for training only. Stacks of other block types are left alone.
-    """
-    for transformer in _transformers(model):
-        blocks = list(transformer.resblocks)
-        if not all(isinstance(b, ResidualAttentionBlock) and isinstance(b.attn, nn.MultiheadAttention) for b in blocks):
-            continue
-        transformer.batch_first = not enable
-        for block in blocks:
-            block.attn.batch_first = not enable
 
 
 def _compile_blocker(device: torch.device) -> str | None:
@@ -298,7 +269,6 @@ class Trainer:
             t0 = self._class_features(ClipHead(), template_tokens.to(self.device))
         # Without trained text tensors the class features never change: compute them once.
         fixed_text = None if text_trained else self._class_features(self.head, inputs)
-        set_sequence_first(model, True)
         forward: nn.Module = _Forward(model, self.head, image_trained, fixed_text)
         if self.env.distributed:
             forward = wrap_ddp(forward, self.device)
@@ -455,7 +425,6 @@ class Trainer:
                 )
         finally:
             bar.close()
-            set_sequence_first(model, False)  # evaluation runs open_clip's own (fused) inference path
             if self.grad_checkpointing:
                 set_grad_checkpointing(model, None)
         return FitResult(epochs=optim.epochs, steps=step, train_seconds=elapsed + time.time() - started, last=last)
