@@ -48,7 +48,13 @@ def test_smoke_run_reports_every_variant(tmp_path, capsys):
         assert row in printed
     record = json.loads(out.read_text())
     steps = record["steps"]
-    assert set(steps) == {"clipfit", "reference", "full fine-tuning", "forward only", "clipfit --grad-checkpointing all"}
+    assert set(steps) == {
+        "clipfit",
+        "reference",
+        "full fine-tuning",
+        "forward only",
+        "clipfit --grad-checkpointing all",
+    }
     assert all(s["median_s"] > 0 and s["peak_mib"] > 0 for s in steps.values())
     assert record["cut_length"] < record["full_length"] == 77
     # Work and memory, independent of the machine: the released way costs more than clipfit's step,
