@@ -38,9 +38,11 @@ depend on the machine's load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -296,9 +298,15 @@ def class_names(n: int) -> list[str]:
 
 
 def account(variant: Variant, existing: list[torch.Tensor], device: torch.device) -> None:
-    """One more step, counting FLOPs and the peak of tensors alive during it."""
+    """One more step, counting FLOPs and the peak of tensors alive during it.
+
+    A compiled step runs as generated code that Python dispatch modes do not see: its FLOPs are not
+    counted, and on CPU neither is its memory (on CUDA the allocator's statistics still are).
+    """
+    compiled = "--compile" in variant.name
     held = storage_bytes(variant.held())
-    with flop_counter() as flops:
+    counter = contextlib.nullcontext() if compiled else flop_counter()
+    with counter as flops:
         if device.type == "cuda":
             synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -306,11 +314,13 @@ def account(variant: Variant, existing: list[torch.Tensor], device: torch.device
             variant.step()
             synchronize(device)
             transient = torch.cuda.max_memory_allocated(device) - before
+        elif compiled:
+            transient = math.nan
         else:
             with LiveBytes(existing + variant.held()) as live:
                 variant.step()
             transient = live.peak
-    variant.gflop = flops.get_total_flops() / 1e9
+    variant.gflop = math.nan if compiled else flops.get_total_flops() / 1e9
     variant.peak_mib = (held + transient) / MIB
 
 
@@ -406,8 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _number(value: float, spec: str) -> str:
+    return format(value, spec) if not math.isnan(value) else format("n/a", ">" + spec.split(".")[0])
+
+
 def step_record(v: Variant, median: float) -> dict:
-    return {"median_s": median, "times_s": v.times, "first_s": v.first, "gflop": v.gflop, "peak_mib": v.peak_mib}
+    gflop, peak = (None if math.isnan(x) else x for x in (v.gflop, v.peak_mib))
+    return {"median_s": median, "times_s": v.times, "first_s": v.first, "gflop": gflop, "peak_mib": peak}
 
 
 def verdicts(ratios: dict) -> dict[str, str]:
@@ -486,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'step':<36}{'s/step':>9}{'min':>9}{'max':>9}{'GFLOP':>10}{'peak MiB':>10}")
     for v in variants:
         print(
-            f"{v.name:<36}{median[v.name]:9.3f}{min(v.times):9.3f}{max(v.times):9.3f}{v.gflop:10.4g}{v.peak_mib:10.0f}"
+            f"{v.name:<36}{median[v.name]:9.3f}{min(v.times):9.3f}{max(v.times):9.3f}"
+            f"{_number(v.gflop, '10.4g')}{_number(v.peak_mib, '10.0f')}"
         )
     if any("--compile" in v.name for v in variants):
         compiled = next(v for v in variants if "--compile" in v.name)
