@@ -99,6 +99,8 @@ class RunConfig:
     log_every: int = 10  # steps between metrics.jsonl / layers.jsonl records
     eval_batch_size: int = 256  # images per evaluation batch
     max_eval_images: int | None = None  # cap on test images per class subset (quick checks; not comparable)
+    compile: bool = False  # torch.compile the training forward (speed only; falls back to eager when it cannot)
+    grad_checkpointing: str | None = None  # recompute block activations in backward: text, image or all towers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +172,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
             "CoOp needs at least one context vector, CLIP-Adapter a reduction >= 1 and a ratio in [0, 1]; got "
             f"{cfg.head.coop_n_ctx}, {cfg.head.adapter_reduction}, {cfg.head.adapter_ratio}"
         )
+    if cfg.grad_checkpointing not in (None, "text", "image", "all"):
+        raise ConfigError(f"unknown grad checkpointing '{cfg.grad_checkpointing}'; expected text, image or all")
     if cfg.optim.reg_weight < 0:
         raise ConfigError(f"the regulariser weight must be >= 0, got {cfg.optim.reg_weight}")
     return cfg

@@ -13,6 +13,13 @@ At the end of every epoch the checkpoint (trained tensors, optimizer buffers, ge
 epoch) is written atomically; :meth:`Trainer.fit` given that checkpoint continues the run and ends
 with the same tensors, bit for bit on CPU, because every batch and augmentation is a function of
 (seed, epoch, position) alone (see :class:`clipfit.data.loaders.EpochBatches`).
+
+Speed options (results-neutral): activation checkpointing of the text and/or image tower's blocks
+(:func:`set_grad_checkpointing`; the text tower carries every class through every step, so its
+activations grow with the class count) and ``torch.compile`` of the training forward, which falls
+back to eager execution with a warning where it cannot compile. Under torchrun the forward is
+wrapped in DistributedDataParallel (:func:`clipfit.runtime.wrap_ddp`), which all-reduces only the
+trained tensors' gradients; logged losses and accuracies are reduced over all processes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +37,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -40,15 +47,17 @@ from clipfit.data.loaders import AugmentedImages, EpochBatches, decode_images
 from clipfit.errors import ConfigError
 from clipfit.heads import ClipHead
 from clipfit.layers import describe
-from clipfit.losses import clipfit_loss
+from clipfit.losses import LossParts, clipfit_loss
 from clipfit.models import PreprocessSpec
 from clipfit.prompts import class_tokens
-from clipfit.runtime import DistEnv, all_reduce_sum, autocast, grad_scaler
+from clipfit.runtime import DistEnv, all_reduce_sum, autocast, ddp_summary, grad_scaler, wrap_ddp
+from clipfit.text import text_module
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 LAYERS_FILE = "layers.jsonl"
+GRAD_CHECKPOINTING = ("text", "image", "all")  # which towers recompute their blocks' activations in backward
 
 
 def lr_at_epoch(epoch: int, optim: OptimConfig) -> float:
@@ -97,6 +106,62 @@ class _Forward(nn.Module):
         return image, F.normalize(self.head.encode_classes(self.model, inputs), dim=-1)
 
 
+def set_grad_checkpointing(model: nn.Module, towers: str | None) -> None:
+    """Activation checkpointing of the transformer blocks of ``towers`` (``text``, ``image``, ``all``;
+    None turns it off everywhere).
+
+    open_clip checkpoints each residual block non-reentrantly, so gradients still reach trained
+    tensors inside blocks whose inputs need no gradient (frozen embeddings), and the recomputed
+    forward gives the same values.
+    """
+    text_on = towers in ("text", "all")
+    image_on = towers in ("image", "all")
+    if towers is not None and towers not in GRAD_CHECKPOINTING:
+        raise ConfigError(f"unknown grad checkpointing '{towers}'; expected one of {', '.join(GRAD_CHECKPOINTING)}")
+    text = text_module(model)
+    if text is not None and hasattr(text, "transformer"):
+        text.transformer.grad_checkpointing = text_on
+    elif text_on:
+        raise ConfigError(f"{type(model).__name__}'s text tower does not support activation checkpointing here")
+    visual = getattr(model, "visual", None)
+    transformer = getattr(visual, "transformer", None)
+    if transformer is not None and hasattr(transformer, "grad_checkpointing"):
+        transformer.grad_checkpointing = image_on
+    elif image_on:
+        raise ConfigError(
+            f"the image tower ({type(visual).__name__}) has no transformer blocks to checkpoint; "
+            "use --grad-checkpointing text"
+        )
+
+
+def _compile_blocker(device: torch.device) -> str | None:
+    """Why torch.compile cannot run here, or None when it should."""
+    try:
+        import torch._dynamo
+    except Exception as exc:  # pragma: no cover - torch builds without dynamo
+        return f"torch.compile is unavailable in this torch build ({exc})"
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile does not support this Python version"
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "clang++", "c++", "cl")):
+        return "torch.compile on CPU needs a C++ compiler (g++ or clang++) and none was found"
+    return None
+
+
+@dataclass
+class StepState:
+    """Everything one optimisation step uses, built once by :meth:`Trainer.prepare`."""
+
+    forward: nn.Module  # _Forward, possibly DDP-wrapped and compiled
+    eager: nn.Module | None  # the uncompiled forward while a compiled one has not yet finished a step
+    inputs: torch.Tensor  # class inputs of the label space (token ids cut to the longest prompt)
+    t0: torch.Tensor | None  # pretrained text features (None without regulariser)
+    reg_weight: float  # lambda, 0 when the regulariser is off
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    init: dict[str, torch.Tensor]  # pretrained values of the trained tensors
+    ddp_reported: bool = False  # DDP's bucket summary logged
+
+
 class JsonlWriter:
     """Appends JSON lines (only on the main process); can drop records past a step on resume."""
 
@@ -138,8 +203,11 @@ class Trainer:
         num_workers: int = 0,
         checkpoint_meta: dict[str, Any] | None = None,
         head: ClipHead | None = None,
+        compile: bool = False,
+        grad_checkpointing: str | None = None,
     ) -> None:
         self.model, self.trained, self.tokenizer, self.spec, self.task = model, list(trained), tokenizer, spec, task
+        self.compile, self.grad_checkpointing = compile, grad_checkpointing
         self.optim, self.seed, self.device, self.precision, self.env = optim, seed, device, precision, env
         self.run_dir = run_dir if env.is_main else None
         self.log_every, self.num_workers = log_every, num_workers
@@ -177,14 +245,18 @@ class Trainer:
         self.model.train(was_training)
         return features
 
-    # ------------------------------------------------------------------ fit
+    # ------------------------------------------------------------------ one step
 
-    def fit(self, resume: Checkpoint | None = None) -> FitResult:
-        """Train to ``optim.epochs``; continue from ``resume`` (a checkpoint of this run) if given."""
+    def prepare(self) -> StepState:
+        """Class inputs, ``t0``, the (DDP-wrapped, compiled) forward and the optimizer.
+
+        Must run while the model holds its pretrained values (also when resuming): ``t0`` and the
+        initial values of the trained tensors are taken here.
+        """
         model, optim = self.model, self.optim
+        set_grad_checkpointing(model, self.grad_checkpointing)
         inputs = self.head.class_inputs(self.tokenizer, model, self.task.template, self.task.classnames)
         inputs = inputs.to(self.device)
-        # The model holds its pretrained values here, also when resuming: t0 and init come first.
         init = {n: p.detach().clone() for n, p in zip(self.trained, self.params, strict=True)}
         towers = {describe(n).tower for n in self.trained}
         text_trained = bool(towers & {"text", "prompt"})
@@ -199,12 +271,91 @@ class Trainer:
         fixed_text = None if text_trained else self._class_features(self.head, inputs)
         forward: nn.Module = _Forward(model, self.head, image_trained, fixed_text)
         if self.env.distributed:
-            forward = DistributedDataParallel(
-                forward, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-
+            forward = wrap_ddp(forward, self.device)
+        eager = None
+        if self.compile:
+            blocker = _compile_blocker(self.device)
+            if blocker:
+                logger.warning("--compile: %s; training without torch.compile", blocker)
+            else:
+                eager, forward = forward, torch.compile(forward)
         optimizer = torch.optim.SGD(self.params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
         scaler = grad_scaler(self.device, self.precision)
+        reg_weight = optim.reg_weight if use_reg else 0.0
+        return StepState(forward, eager, inputs, t0, reg_weight, optimizer, scaler, init)
+
+    def train_step(
+        self, state: StepState, images: torch.Tensor, labels: torch.Tensor, global_batch: int | None = None
+    ) -> tuple[LossParts, torch.Tensor]:
+        """One SGD step on a batch (this process's part of it under torchrun).
+
+        ``global_batch`` is the size of the batch over all processes (known from the sampler, so no
+        collective call is needed for it); without it, ``len(labels)`` times the world size.
+        Returns the loss parts and the squared gradient norm of every trained tensor (after the
+        all-reduce, so the same on every process).
+        """
+        if state.eager is None:
+            return self._step(state, images, labels, global_batch)
+        try:  # the first compiled step compiles forward and backward; any failure falls back to eager
+            result = self._step(state, images, labels, global_batch)
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            logger.warning(
+                "--compile: torch.compile failed (%s: %s); training without it", type(exc).__name__, first_line
+            )
+            state.optimizer.zero_grad(set_to_none=True)
+            state.forward = state.eager
+            state.eager = None
+            return self._step(state, images, labels, global_batch)
+        state.eager = None
+        return result
+
+    def _step(
+        self, state: StepState, images: torch.Tensor, labels: torch.Tensor, global_batch: int | None
+    ) -> tuple[LossParts, torch.Tensor]:
+        normaliser = None
+        if self.env.distributed:
+            # DDP averages gradients over processes: each divides its summed cross-entropy by its
+            # share of the global batch, so the average is the single-process mean.
+            normaliser = (global_batch or len(labels) * self.env.world_size) / self.env.world_size
+        with autocast(self.device, self.precision):
+            image_features, text_features = state.forward(images, state.inputs)
+        parts = clipfit_loss(
+            image_features,
+            text_features,
+            labels,
+            self.model.logit_scale,
+            state.t0,
+            state.reg_weight,
+            ce_normaliser=normaliser,
+        )
+        optimizer, scaler = state.optimizer, state.scaler
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(parts.loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            parts.loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        grad_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if self.env.distributed and not state.ddp_reported:
+            state.ddp_reported = True
+            ddp = getattr(state.forward, "_orig_mod", state.forward)
+            logger.debug("DDP over %d processes all-reduces: %s", self.env.world_size, ddp_summary(ddp))
+        return parts, grad_sq
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, resume: Checkpoint | None = None) -> FitResult:
+        """Train to ``optim.epochs``; continue from ``resume`` (a checkpoint of this run) if given."""
+        model, optim = self.model, self.optim
+        state = self.prepare()
+        optimizer, init = state.optimizer, state.init
         start_epoch, step, elapsed = 0, 0, 0.0
         grad_sq_cum = torch.zeros(len(self.params), device=self.device, dtype=torch.float64)
         if resume is not None:
@@ -216,84 +367,82 @@ class Trainer:
         model.train()
         last: dict[str, float] = {}
         started = time.time()
-        bar = tqdm(total=optim.epochs, initial=start_epoch, desc="train", unit="epoch", disable=None)
-        for epoch in range(start_epoch, optim.epochs):
-            lr = lr_at_epoch(epoch, optim)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            sampler.set_epoch(epoch)
-            window = torch.zeros(6, device=self.device, dtype=torch.float64)  # loss, ce, reg, correct, images, steps
-            epoch_sum = torch.zeros(6, device=self.device, dtype=torch.float64)
-            for images, labels in loader:
-                images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
-                normaliser = None
-                if self.env.distributed:
-                    global_n = all_reduce_sum(torch.tensor([len(labels)], device=self.device)).item()
-                    normaliser = global_n / self.env.world_size
-                with autocast(self.device, self.precision):
-                    image_features, text_features = forward(images, inputs)
-                parts = clipfit_loss(
-                    image_features,
-                    text_features,
-                    labels,
-                    model.logit_scale,
-                    t0,
-                    optim.reg_weight if use_reg else 0.0,
-                    ce_normaliser=normaliser,
-                )
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(parts.loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    parts.loss.backward()
-                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-                grad_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2)
-                grad_sq_cum += grad_sq
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                step += 1
-                stats = torch.stack(
-                    [
-                        parts.loss.detach().double(),
-                        parts.ce.double(),
-                        parts.reg.double(),
-                        parts.logits.argmax(1).eq(labels).sum().double(),
-                        torch.tensor(float(len(labels)), device=self.device, dtype=torch.float64),
-                        torch.ones((), device=self.device, dtype=torch.float64),
-                    ]
-                )
-                window += stats
-                epoch_sum += stats
-                if step % self.log_every == 0:
+        bar = tqdm(
+            total=optim.epochs,
+            initial=start_epoch,
+            desc="train",
+            unit="epoch",
+            disable=None if self.env.is_main else True,
+        )
+        try:
+            for epoch in range(start_epoch, optim.epochs):
+                lr = lr_at_epoch(epoch, optim)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                sampler.set_epoch(epoch)
+                window = torch.zeros(
+                    6, device=self.device, dtype=torch.float64
+                )  # loss, ce, reg, correct, images, steps
+                epoch_sum = torch.zeros(6, device=self.device, dtype=torch.float64)
+                for images, labels in loader:
+                    images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+                    parts, grad_sq = self.train_step(state, images, labels, sampler.global_batch_size)
+                    grad_sq_cum += grad_sq
+                    step += 1
+                    stats = torch.stack(
+                        [
+                            parts.loss.detach().double(),
+                            parts.ce.double(),
+                            parts.reg.double(),
+                            parts.logits.argmax(1).eq(labels).sum().double(),
+                            torch.tensor(float(len(labels)), device=self.device, dtype=torch.float64),
+                            torch.ones((), device=self.device, dtype=torch.float64),
+                        ]
+                    )
+                    window += stats
+                    epoch_sum += stats
+                    if step % self.log_every == 0:
+                        self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
+                        window.zero_()
+                if window[5] > 0:  # the epoch's last steps since the previous record
                     self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
-                    window.zero_()
-            if window[5] > 0:  # the epoch's last steps since the previous record
-                self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
-            last = self._means(epoch_sum)
-            elapsed_now = elapsed + time.time() - started
-            self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.1f}")
-            milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0
-            logger.log(
-                logging.INFO if milestone else logging.DEBUG,  # the console shows ~10 epochs, log.txt all
-                "epoch %d/%d lr %.2e loss %.4f ce %.4f reg %.5f acc %.1f%%",
-                epoch + 1,
-                optim.epochs,
-                lr,
-                last["loss"],
-                last["ce"],
-                last["reg"],
-                last["acc"],
-            )
-        bar.close()
+                last = self._means(self._global(epoch_sum))
+                elapsed_now = elapsed + time.time() - started
+                self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.1f}")
+                milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0
+                logger.log(
+                    logging.INFO if milestone else logging.DEBUG,  # the console shows ~10 epochs, log.txt all
+                    "epoch %d/%d lr %.2e loss %.4f ce %.4f reg %.5f acc %.1f%%",
+                    epoch + 1,
+                    optim.epochs,
+                    lr,
+                    last["loss"],
+                    last["ce"],
+                    last["reg"],
+                    last["acc"],
+                )
+        finally:
+            bar.close()
+            if self.grad_checkpointing:
+                set_grad_checkpointing(model, None)
         return FitResult(epochs=optim.epochs, steps=step, train_seconds=elapsed + time.time() - started, last=last)
 
     # ------------------------------------------------------------------ logs and checkpoints
+
+    def _global(self, sums: torch.Tensor) -> torch.Tensor:
+        """Stats summed on this process -> the same stats over all processes (a collective call).
+
+        Each process's loss, ce and reg are already shares of the global batch's means (see
+        ``ce_normaliser``), so their sums over processes are divided by the world size, like the
+        step count; correct predictions and images add up.
+        """
+        if not self.env.distributed:
+            return sums
+        total = all_reduce_sum(sums.clone())
+        total[[0, 1, 2, 5]] /= self.env.world_size
+        return total
 
     @staticmethod
     def _means(sums: torch.Tensor) -> dict[str, float]:
@@ -303,6 +452,7 @@ class Trainer:
         return {"loss": loss / steps, "ce": ce / steps, "reg": reg / steps, "acc": 100.0 * correct / images}
 
     def _log_step(self, step, epoch, lr, window, grad_sq, grad_sq_cum, init) -> None:
+        window = self._global(window)  # every process takes part, only the main one writes
         if self.run_dir is None:
             return
         means = self._means(window)

@@ -37,7 +37,7 @@ from clipfit.linear_probe import evaluate_linear_probe, fit_linear_probe
 from clipfit.models import ModelBundle, build_model
 from clipfit.prompts import check_template
 from clipfit.recipes import Recipe, apply_recipe, count_parameters, get_recipe, summary_line
-from clipfit.runtime import DistEnv, barrier, device_for, resolve_precision
+from clipfit.runtime import DistEnv, barrier, broadcast_module, device_for, main_process_first, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ LOG_FILE = "log.txt"
 _RUN_FILES = (
     CONFIG_FILE, RESULTS_FILE, LOG_FILE, METRICS_FILE, LAYERS_FILE, CHECKPOINT_FILE, "checkpoint.json",
 )  # fmt: skip
-_RESULT_NEUTRAL = {("device",), ("eval_batch_size",), ("data", "num_workers"), ("log_every",)}
+_RESULT_NEUTRAL = {
+    ("device",), ("eval_batch_size",), ("data", "num_workers"), ("log_every",), ("compile",), ("grad_checkpointing",),
+}  # fmt: skip
 
 
 class RunError(ClipfitError, RuntimeError):
@@ -250,10 +252,12 @@ def train_run(
     bundle = build_model(cfg.model.name, cfg.model.pretrained, device)
     head = make_head(recipe.head, cfg.head)
     head.attach(bundle.model, bundle.tokenizer)
-    data = prepare_data(cfg) if (resolve_data or not dry_run) else None
+    with main_process_first(env):  # the main process writes few-shot draws and random splits, the others read them
+        data = prepare_data(cfg) if (resolve_data or not dry_run) else None
     if recipe.kind == "linear-probe" and data is not None:
         attach_probe(bundle.model, len(data.train_subset.classnames))
     trained = apply_recipe(bundle.model, recipe)
+    broadcast_module(bundle.model, env)  # random init and random heads: every process starts from rank 0's model
     trainable, total = count_parameters(bundle.model)
     line = summary_line(trainable, total)
     logger.info(line)
@@ -371,7 +375,7 @@ def _train_and_evaluate(run: _Run, resume: Checkpoint | None) -> dict[str, Any]:
             bundle.model, run.trained, bundle.tokenizer, bundle.preprocess, task, cfg.optim,
             seed=cfg.seed, device=run.device, precision=run.precision, env=env, run_dir=run.run_dir,
             log_every=cfg.log_every, num_workers=workers_for(cfg.data.num_workers, run.data.dataset),
-            checkpoint_meta=meta, head=run.head,
+            checkpoint_meta=meta, head=run.head, compile=cfg.compile, grad_checkpointing=cfg.grad_checkpointing,
         )  # fmt: skip
         train_seconds = trainer.fit(resume=resume).train_seconds
         metrics = run.evaluate(run.head)

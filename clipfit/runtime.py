@@ -11,11 +11,18 @@ initialises the process group from those (NCCL on CUDA, gloo on CPU).
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -74,10 +81,19 @@ def init_distributed(device: str = "auto") -> DistEnv:
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        options = {}
         if use_cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            if "device_id" in inspect.signature(dist.init_process_group).parameters:
+                options["device_id"] = torch.device("cuda", local)  # binds NCCL to this process's GPU
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", **options)
     return DistEnv(rank=rank, world_size=world, local_rank=local)
+
+
+def destroy_distributed() -> None:
+    """Leave the process group (at the end of a torchrun command); no-op otherwise."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_for(env: DistEnv, device: str) -> torch.device:
@@ -98,3 +114,73 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(env: DistEnv) -> Iterator[None]:
+    """Run the body on the main process first, then on the others.
+
+    For code that may write shared files (few-shot draws, random splits): the main process writes
+    them, the others find and read them, so no two processes write the same file.
+    """
+    if not env.is_main:
+        barrier()
+    try:
+        yield
+    finally:  # also on an error, so the others are released (and meet the same error themselves)
+        if env.is_main:
+            barrier()
+
+
+@torch.no_grad()
+def broadcast_module(module: nn.Module, env: DistEnv) -> None:
+    """Give every process the main process's parameters and buffers (random init, random heads).
+
+    Pretrained weights are read identically everywhere, but ``--pretrained none`` and randomly
+    initialised heads differ per process; zero-shot evaluation, ``t0`` and the initial values must
+    be computed from the same model on every rank.
+    """
+    if not env.distributed:
+        return
+    for tensor in module.state_dict(keep_vars=True).values():
+        dist.broadcast(tensor.data, src=0)
+
+
+def ddp_options() -> dict:
+    """DistributedDataParallel options for clipfit's training forward (see benchmarks/README.md).
+
+    * buffers are not re-broadcast before every forward: the only buffers of a CLIP model are
+      causal attention masks, which never change (``forward_sync_buffers=False``, or the older
+      ``broadcast_buffers=False``);
+    * gradients live in the all-reduce bucket (``gradient_as_bucket_view``) and, where this torch
+      has it, are copied into it in one batched copy per bucket (``batched_grad_copy``): ClipFit's
+      trained tensors are many and small (ViT-B/16: 64 tensors, 46,080 values, one bucket).
+
+    Only tensors with ``requires_grad`` (the trained ones) are registered for all-reduce by DDP.
+    """
+    accepted = inspect.signature(DistributedDataParallel.__init__).parameters
+    options = {"gradient_as_bucket_view": True}
+    if "forward_sync_buffers" in accepted:
+        options["forward_sync_buffers"] = False
+    else:
+        options["broadcast_buffers"] = False
+    if "batched_grad_copy" in accepted:
+        options["batched_grad_copy"] = True
+    return options
+
+
+def wrap_ddp(module: nn.Module, device: torch.device, **overrides) -> DistributedDataParallel:
+    """``module`` in DistributedDataParallel with :func:`ddp_options` (``overrides`` replace them)."""
+    options = {**ddp_options(), **overrides}
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, **options)
+
+
+def ddp_summary(ddp: DistributedDataParallel) -> str:
+    """What DDP itself says it all-reduces (tensors, bytes, buckets), once it has run a backward."""
+    try:
+        data = ddp._get_ddp_logging_data()  # private, but the only place DDP reports its buckets
+    except Exception:  # a report, never a reason to fail a run
+        return "DDP logging data unavailable"
+    keys = ("num_parameter_tensors", "total_parameter_size_bytes", "bucket_sizes")
+    return ", ".join(f"{k} {data.get(k)}" for k in keys)

@@ -20,7 +20,7 @@ from clipfit.cli.common import run_command, setup_logging
 from clipfit.config import PRECISIONS
 from clipfit.data.registry import expand_names
 from clipfit.run import build_trained_model, eval_targets, evaluate_run, load_run, prepare_data, results_table
-from clipfit.runtime import device_for, init_distributed, resolve_precision
+from clipfit.runtime import destroy_distributed, device_for, init_distributed, resolve_precision
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             print(results_table({"recipe": cfg.recipe, "metrics": metrics, "zero_shot": zero_shot or metrics}))
         return 0
 
-    return run_command(body)
+    try:
+        return run_command(body)
+    finally:
+        destroy_distributed()
 
 
 def console() -> None:

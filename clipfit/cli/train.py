@@ -10,6 +10,7 @@ Examples::
     clipfit-train --dataset folder:~/my_photos --setting fewshot --shots 8
     clipfit-train --resume runs/shapes/base2new/clipfit/shots16/seed1
     torchrun --nproc_per_node 2 -m clipfit.cli.train --dataset dtd --data-root ~/data
+    torchrun --nproc_per_node 8 $(which clipfit-train) --dataset imagenet --data-root ~/data --compile
 
 Several datasets, settings, shots or seeds make a sweep: one run directory per combination,
 <out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>/; finished runs are skipped and half-finished
@@ -29,11 +30,12 @@ from clipfit.cli.common import run_command, setup_logging
 from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
+from clipfit.engine import GRAD_CHECKPOINTING
 from clipfit.errors import ClipfitError, ConfigError
 from clipfit.evaluate import harmonic_mean
 from clipfit.recipes import RECIPES
 from clipfit.run import CONFIG_FILE, RunError, default_run_dir, format_metrics, results_table, train_run
-from clipfit.runtime import DistEnv, init_distributed
+from clipfit.runtime import DistEnv, destroy_distributed, init_distributed
 
 logger = logging.getLogger("clipfit.cli.train")
 
@@ -133,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=int, help="steps between metrics/layers records (default 10)")
     r.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default 256)")
     r.add_argument("--max-eval-images", type=int, help="cap test images per label space (quick checks; not comparable)")
+    s = p.add_argument_group("speed (never changes what is trained)")
+    s.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the training forward (falls back to eager with a warning where it cannot compile)",
+    )
+    s.add_argument(
+        "--grad-checkpointing",
+        nargs="?",
+        const="all",
+        choices=GRAD_CHECKPOINTING,
+        help="recompute transformer block activations in backward to save memory: text (grows with the "
+        "class count), image, or all (the default when the flag is given alone)",
+    )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
     r.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final table")
     return p
@@ -184,6 +201,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         log_every=args.log_every,
         eval_batch_size=args.eval_batch_size,
         max_eval_images=args.max_eval_images,
+        compile=args.compile,
+        grad_checkpointing=args.grad_checkpointing,
     )
     return cfg
 
@@ -281,7 +300,10 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
         raise RunError(f"cannot resume {run_dir}: no {CONFIG_FILE} there (is it a clipfit-train run directory?)")
     cfg = RunConfig.from_dict(json.loads(config_file.read_text())["config"])
     # Only settings that cannot change the results may differ when resuming.
-    _set(cfg, device=args.device, eval_batch_size=args.eval_batch_size)
+    _set(
+        cfg, device=args.device, eval_batch_size=args.eval_batch_size, compile=args.compile,
+        grad_checkpointing=args.grad_checkpointing,
+    )  # fmt: skip
     _set(cfg.data, num_workers=args.num_workers)
     return cfg
 
@@ -314,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run directory: {run_dir}")
         return 0
 
-    return run_command(body)
+    try:
+        return run_command(body)
+    finally:
+        destroy_distributed()
 
 
 def console() -> None:

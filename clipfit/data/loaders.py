@@ -106,6 +106,12 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
+    @property
+    def global_batch_size(self) -> int:
+        """Images per step over all processes: the batch size, or the whole set when it is smaller
+        (then there is exactly one, incomplete, batch)."""
+        return self.batch_size if self.drop_last else self.n
+
     def global_batches(self) -> Iterator[list[tuple[int, int]]]:
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=g).tolist()

@@ -44,3 +44,12 @@ def test_augmentation_depends_only_on_its_seed():
 def test_mix_seed_spreads_neighbouring_inputs():
     seeds = {mix_seed(1, e, i) for e in range(3) for i in range(100)}
     assert len(seeds) == 300 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_global_batch_size_is_the_union_of_the_rank_slices():
+    for n, batch in ((100, 32), (21, 32), (32, 32)):
+        ranks = [EpochBatches(n, batch, seed=3, rank=r, world_size=2) for r in range(2)]
+        for batches in zip(*ranks, strict=True):
+            assert sum(len(b) for b in batches) == ranks[0].global_batch_size
+    assert EpochBatches(100, 32, seed=3).global_batch_size == 32
+    assert EpochBatches(21, 32, seed=3).global_batch_size == 21

@@ -1,0 +1,173 @@
+"""The training step's speed options change how it computes, never what it computes.
+
+Activation checkpointing saves fewer tensors for backward and gives the same step; torch.compile
+traces the same step (here with the ``aot_eager`` backend: dynamo + AOTAutograd without code
+generation, seconds instead of a minute) and falls back to eager with a warning when it fails;
+frozen tensors cost no weight-gradient FLOPs; both options survive a resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from clipfit import engine
+from clipfit.checkpoint import load_checkpoint
+from clipfit.cli import train
+from clipfit.config import OptimConfig
+from clipfit.engine import Trainer, TrainTask
+from clipfit.models import build_model
+from clipfit.recipes import apply_recipe
+
+CLASSNAMES = ["red circle", "blue star", "green heart", "a_long_class_name_with_words", "x", "yellow square"]
+
+
+def _prepared(weights: str, recipe: str = "clipfit", **options):
+    bundle = build_model("clipfit-tiny", weights)
+    trained = apply_recipe(bundle.model, recipe)
+    task = TrainTask([], CLASSNAMES, "a photo of a {}.", reader=None, crop_scale=(0.5, 1.0))
+    optim = OptimConfig(lr=0.002, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=8.0)
+    trainer = Trainer(
+        bundle.model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1,
+        device=torch.device("cpu"), **options,
+    )  # fmt: skip
+    state = trainer.prepare()
+    bundle.model.train()
+    return bundle.model, trainer, state
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 5])
+
+
+def _trained_after(model, trainer, state, steps: int = 2) -> dict[str, torch.Tensor]:
+    images, labels = _batch()
+    for _ in range(steps):
+        trainer.train_step(state, images, labels)
+    return {n: p.detach().clone() for n, p in zip(trainer.trained, trainer.params, strict=True)}
+
+
+def _saved_bytes(trainer, state) -> int:
+    """Bytes of the tensors autograd keeps for backward during one step."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    images, labels = _batch()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        trainer.train_step(state, images, labels)
+    return total
+
+
+def test_grad_checkpointing_keeps_fewer_activations_and_the_same_step(tiny_weights):
+    plain_saved = _saved_bytes(*_prepared(tiny_weights)[1:])
+    expected = _trained_after(*_prepared(tiny_weights))
+    saved = {}
+    for towers in ("text", "image", "all"):
+        saved[towers] = _saved_bytes(*_prepared(tiny_weights, grad_checkpointing=towers)[1:])
+        actual = _trained_after(*_prepared(tiny_weights, grad_checkpointing=towers))
+        assert all(torch.equal(actual[n], expected[n]) for n in expected), towers
+    assert saved["all"] < min(saved["text"], saved["image"]) and max(saved["text"], saved["image"]) < plain_saved
+
+
+def test_grad_checkpointing_of_a_resnet_image_tower_is_refused():
+    model = build_model("clipfit-tiny-rn", "none").model
+    with pytest.raises(engine.ConfigError, match="no transformer blocks to checkpoint"):
+        engine.set_grad_checkpointing(model, "image")
+    engine.set_grad_checkpointing(model, "text")  # the text tower is a transformer
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_frozen_tensors_cost_no_weight_gradient_flops(tiny_weights):
+    """Backward of a linear layer is two matmuls (input and weight gradient), each as costly as its
+    forward. A ClipFit step must cost about one forward more than the forward (input gradients
+    only), full fine-tuning about two."""
+    images, labels = _batch()
+    model, trainer, state = _prepared(tiny_weights)
+    with torch.no_grad():
+        forward = _flops(lambda: state.forward(images, state.inputs))
+    step = _flops(lambda: trainer.train_step(state, images, labels))
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(dict(model.named_parameters())[n].grad is None for n in frozen)
+    _, full_trainer, full_state = _prepared(tiny_weights, recipe="full")
+    full_step = _flops(lambda: full_trainer.train_step(full_state, images, labels))
+    assert 1.5 * forward < step <= 2.05 * forward
+    assert full_step > 2.8 * forward
+
+
+def _aot_eager(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+
+
+def test_compile_traces_the_same_step(tiny_weights, monkeypatch):
+    _aot_eager(monkeypatch)
+    model, trainer, state = _prepared(tiny_weights, compile=True)
+    assert state.eager is not None  # compiled, not yet confirmed by a step
+    names = [n for n, _ in model.named_parameters()]
+    actual = _trained_after(model, trainer, state)
+    assert state.eager is None and [n for n, _ in model.named_parameters()] == names
+    expected = _trained_after(*_prepared(tiny_weights))
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-7)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_weights, monkeypatch, caplog):
+    def broken(module, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no backend today\nmore detail")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger="clipfit"):
+        actual = _trained_after(*_prepared(tiny_weights, compile=True))
+    assert "torch.compile failed (RuntimeError: no backend today); training without it" in caplog.text
+    expected = _trained_after(*_prepared(tiny_weights))
+    assert all(torch.equal(actual[n], expected[n]) for n in expected)
+
+
+def test_compile_without_a_compiler_says_so(tiny_weights, monkeypatch, caplog):
+    monkeypatch.setattr(engine.shutil, "which", lambda name: None)
+    with caplog.at_level(logging.WARNING, logger="clipfit"):
+        _, _, state = _prepared(tiny_weights, compile=True)
+    assert state.eager is None and "needs a C++ compiler" in caplog.text
+
+
+def _argv(weights: str, run_dir) -> list[str]:
+    return [
+        "--dataset", "shapes", "--model", "clipfit-tiny", "--pretrained", weights, "--shots", "1", "--epochs", "2",
+        "--batch-size", "16", "--max-eval-images", "32", "--run-dir", str(run_dir), "-q",
+    ]  # fmt: skip
+
+
+def test_a_run_resumed_with_speed_options_ends_where_one_without_them_ends(tiny_weights, tmp_path, monkeypatch):
+    assert train.main(_argv(tiny_weights, tmp_path / "plain")) == 0
+    original = Trainer._checkpoint
+
+    def checkpoint_then_die(self, epoch, *args, **kwargs):
+        original(self, epoch, *args, **kwargs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
+    assert train.main(_argv(tiny_weights, tmp_path / "resumed")) == 130
+    monkeypatch.setattr(Trainer, "_checkpoint", original)
+    _aot_eager(monkeypatch)
+    assert train.main(["--resume", str(tmp_path / "resumed"), "--compile", "--grad-checkpointing", "-q"]) == 0
+    a, b = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "resumed")
+    assert list(a.final) == list(b.final) and b.meta["complete"]
+    for name in a.final:
+        torch.testing.assert_close(b.final[name], a.final[name], rtol=1e-5, atol=1e-7)
