@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -34,6 +35,19 @@ from clipfit.text import cut_tokens, encode_text
 logger = logging.getLogger(__name__)
 
 ARCH = "shapes-vit-tiny"
+
+
+def _draw_order() -> np.ndarray:
+    """Labels in the order the pretraining draws classes: the colour x shape checkerboard.
+
+    The shipped weights were drawn over this fixed order of (colour, shape) cells, which was the
+    label order before base-to-new held out whole shapes. Drawing an index into it and mapping the
+    cell to its current label keeps the pretraining (images, captions, positives) and so the
+    weights the same whatever the downstream label order is.
+    """
+    cells = [(c, s) for c in range(len(shapes.COLOURS)) for s in range(len(shapes.SHAPES))]
+    cells = [cell for cell in cells if sum(cell) % 2 == 0] + [cell for cell in cells if sum(cell) % 2 == 1]
+    return np.array([shapes.CLASS_CELLS.index(cell) for cell in cells])
 
 
 def _to_input(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -59,6 +73,21 @@ def zero_shot_accuracy(model, tokenizer, images: np.ndarray, labels: np.ndarray,
     return 100.0 * correct / len(images)
 
 
+def zero_shot_metrics(model, tokenizer) -> dict[str, float]:
+    """Zero-shot accuracy on the test split of each domain, and on the base and new halves of the
+    target domain (the classes clipfit-train's base-to-new setting uses)."""
+    n_cls = len(shapes.CLASSNAMES)
+    base, new = list(range(n_cls // 2)), list(range(n_cls // 2, n_cls))
+    pre_images, pre_labels = shapes.split_images("pretrain", "test")
+    tgt_images, tgt_labels = shapes.split_images("target", "test")
+    return {
+        "zero_shot_pretrain_domain_all": zero_shot_accuracy(model, tokenizer, pre_images, pre_labels, base + new),
+        "zero_shot_target_all": zero_shot_accuracy(model, tokenizer, tgt_images, tgt_labels, base + new),
+        "zero_shot_target_base": zero_shot_accuracy(model, tokenizer, tgt_images, tgt_labels, base),
+        "zero_shot_target_new": zero_shot_accuracy(model, tokenizer, tgt_images, tgt_labels, new),
+    }
+
+
 def pretrain(seed: int, steps: int, batch_size: int, lr: float) -> tuple[torch.nn.Module, dict]:
     """Train ``shapes-vit-tiny`` from random init; returns the model and a metrics dict."""
     torch.manual_seed(seed)
@@ -70,6 +99,7 @@ def pretrain(seed: int, steps: int, batch_size: int, lr: float) -> tuple[torch.n
     std = torch.tensor(bundle.preprocess.std).view(1, 3, 1, 1)
     # Every (template, class) caption tokenised once: captions are indexed, not re-tokenised.
     n_cls, n_tpl = len(shapes.CLASSNAMES), len(shapes.CAPTION_TEMPLATES)
+    draw_order = _draw_order()
     all_tokens = cut_tokens(tokenizer([t.format(c) for t in shapes.CAPTION_TEMPLATES for c in shapes.CLASSNAMES]))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -84,7 +114,7 @@ def pretrain(seed: int, steps: int, batch_size: int, lr: float) -> tuple[torch.n
     start = time.time()
     bar = tqdm(range(steps), desc="pretrain shapes-vit-tiny", disable=None)
     for step in bar:
-        labels = rng.integers(0, n_cls, batch_size)
+        labels = draw_order[rng.integers(0, n_cls, batch_size)]
         templates = rng.integers(0, n_tpl, batch_size)
         images = _to_input(shapes.render(labels, "pretrain", rng), mean, std)
         tokens = all_tokens[torch.from_numpy(templates * n_cls + labels)]
@@ -107,21 +137,21 @@ def pretrain(seed: int, steps: int, batch_size: int, lr: float) -> tuple[torch.n
             bar.set_postfix(loss=f"{loss.item():.3f}")
             logger.info("step %d/%d loss %.4f scale %.1f", step, steps, loss.item(), model.logit_scale.exp().item())
     model.eval()
-    base, new = list(range(n_cls // 2)), list(range(n_cls // 2, n_cls))
-    pre_images, pre_labels = shapes.split_images("pretrain", "test")
-    tgt_images, tgt_labels = shapes.split_images("target", "test")
-    metrics = {
-        "seed": seed,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "train_seconds": round(time.time() - start, 1),
-        "zero_shot_pretrain_domain_all": zero_shot_accuracy(model, tokenizer, pre_images, pre_labels, base + new),
-        "zero_shot_target_all": zero_shot_accuracy(model, tokenizer, tgt_images, tgt_labels, base + new),
-        "zero_shot_target_base": zero_shot_accuracy(model, tokenizer, tgt_images, tgt_labels, base),
-        "zero_shot_target_new": zero_shot_accuracy(model, tokenizer, tgt_images, tgt_labels, new),
-    }
+    metrics = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr}
+    metrics["train_seconds"] = round(time.time() - start, 1)
+    metrics.update(zero_shot_metrics(model, tokenizer))
     return model, metrics
+
+
+def _remeasure(path: Path) -> tuple[torch.nn.Module, dict]:
+    if not path.is_file():
+        raise SystemExit(f"--remeasure: no weights file at {path}")
+    with safe_open(str(path), "pt") as f:
+        metrics = json.loads((f.metadata() or {}).get("metrics", "{}"))
+    bundle = build_model(ARCH, str(path))
+    bundle.model.eval()
+    metrics.update(zero_shot_metrics(bundle.model, bundle.tokenizer))
+    return bundle.model, metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,9 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="image-caption pairs per step (default 256)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors file (fp16)")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="do not train: recompute the zero-shot metrics of the existing --out file (after a change of the "
+        "splits) and rewrite its metadata and .json; the tensors stay as they are",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model, metrics = pretrain(args.seed, args.steps, args.batch_size, args.lr)
+    if args.remeasure:
+        model, metrics = _remeasure(args.out)
+    else:
+        model, metrics = pretrain(args.seed, args.steps, args.batch_size, args.lr)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(args.out), metadata={"arch": ARCH, "metrics": json.dumps(metrics)})

@@ -49,3 +49,15 @@ def test_registered_dataset_reads_images_by_id():
     image = dataset.reader(dataset.test[0].path)
     assert image.size == (32, 32) and image.mode == "RGB"
     assert dataset.train_crop_scale == (0.5, 1.0)
+
+
+def test_pretraining_draws_classes_in_a_fixed_cell_order():
+    # The shipped weights were drawn over the colour x shape checkerboard (even cells first); the
+    # mapping to today's labels keeps them reproducible whatever the label order.
+    from clipfit.pretrain_shapes import _draw_order
+
+    order = _draw_order()
+    assert sorted(order.tolist()) == list(range(len(shapes.CLASSNAMES)))
+    cells = [shapes.CLASS_CELLS[label] for label in order]
+    assert all(sum(cell) % 2 == 0 for cell in cells[:32]) and all(sum(cell) % 2 == 1 for cell in cells[32:])
+    assert cells[:3] == [(0, 0), (0, 2), (0, 4)] and cells[32] == (0, 1)
