@@ -22,15 +22,25 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from clipfit.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> the first GPU if CUDA is available, else the CPU; refuses devices this machine lacks."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was requested but CUDA is not available; use --device cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{device}'; expected auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' was requested but CUDA is not available here; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return resolved
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
