@@ -89,7 +89,7 @@ def find_results(root: str | Path) -> list[Path]:
 
 def _row(path: Path, root: Path, data: dict) -> dict:
     metrics, zero_shot = data.get("metrics") or {}, data.get("zero_shot") or {}
-    source = data.get("source") or {}
+    source, versions = data.get("source") or {}, data.get("versions") or {}
     nan = math.nan
     return {
         "path": str(path.parent.relative_to(root)) if path.is_relative_to(root) else str(path.parent),
@@ -112,7 +112,25 @@ def _row(path: Path, root: Path, data: dict) -> dict:
         "zs_hm": zero_shot.get("hm", nan),
         "zs_acc": zero_shot.get("acc", nan),
         "comparable": bool(data.get("comparable", True)),
+        "precision": data.get("precision") or "?",
+        "clipfit_version": versions.get("clipfit") or "?",
+        "torch_version": versions.get("torch") or "?",
     }
+
+
+def provenance(runs: pd.DataFrame) -> str:
+    """One line on what produced ``runs``: models, shots, seeds, precision and versions (each value once)."""
+
+    def values(*columns: str, sep: str = " ") -> str:
+        seen = runs[list(columns)].astype(str).drop_duplicates().itertuples(index=False)
+        return ", ".join(sep.join(row) for row in seen)
+
+    seeds = ", ".join(str(s) for s in sorted(runs["seed"].dropna().unique()))
+    shots = ", ".join(str(s) for s in sorted(runs["shots"].dropna().unique()))
+    return (
+        f"Model {values('model', 'pretrained', sep=' / ')}; shots {shots}; seeds {seeds}; "
+        f"precision {values('precision')}; clipfit {values('clipfit_version')}, torch {values('torch_version')}."
+    )
 
 
 def read_runs(root: str | Path) -> pd.DataFrame:

@@ -54,6 +54,9 @@ RESULTS_RUNS = (
     "zs_hm",
     "zs_acc",
     "comparable",
+    "precision",
+    "clipfit_version",
+    "torch_version",
 )
 # base-to-new over seeds; hm = HM(base_mean, new_mean), hm_std = std of the per-seed HMs.
 BASE2NEW = (

@@ -171,6 +171,21 @@ def scatter_rows(table: pd.DataFrame) -> pd.DataFrame:
     return own[own["dataset"] == dataset].reset_index(drop=True)
 
 
+def _label_offsets(ax, xs, ys, labels, fontsize: float) -> dict[str, tuple[float, float]]:
+    """Offsets (points) of point labels so that none overlaps another: each label starts up and right
+    of its point and steps down a line while its box meets one already placed (top to bottom)."""
+    to_px = ax.figure.dpi / 72.0
+    line, placed, offsets = fontsize * 1.25, [], {}
+    for x, y, label in sorted(zip(xs, ys, labels, strict=True), key=lambda t: (-t[1], t[0])):
+        px, py = ax.transData.transform((x, y)) / to_px  # in points
+        width, dy = 0.6 * fontsize * len(label), 4.0
+        while any(abs(py + dy - qy) < line and px + 4 < qx + qw and qx < px + 4 + width for qx, qy, qw in placed):
+            dy -= line
+        placed.append((px + 4, py + dy, width))
+        offsets[label] = (4.0, dy)
+    return offsets
+
+
 def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
     """New against Base accuracy, one point per method (mean over seeds, +- std), with iso-HM curves.
 
@@ -184,7 +199,7 @@ def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
     methods = list(dict.fromkeys(rows["label"]))
     palette = dict(zip(methods, colours(len(methods)), strict=True))
     with styled():
-        fig = new_figure(5.6, 4.4)
+        fig = new_figure(7.0, 4.4)
         ax = fig.subplots()
         values = pd.concat([rows["base_mean"], rows["new_mean"]]).dropna()
         low, high = max(0.0, values.min() - 8), min(100.0, values.max() + 8)
@@ -195,6 +210,10 @@ def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
             if curve:
                 ax.plot(*zip(*curve, strict=True), color="0.8", lw=0.7, zorder=0)
                 ax.annotate(f"HM {level}", curve[-1], fontsize=6, color="0.55", ha="right", va="bottom")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        points = rows.dropna(subset=["new_mean"])
+        offsets = _label_offsets(ax, points["base_mean"], points["new_mean"], points["label"], fontsize=7)
         for _, row in rows.iterrows():
             colour = palette[row["label"]]
             if pd.isna(row["new_mean"]):
@@ -206,14 +225,12 @@ def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
                 fmt="*" if zero_shot else "o", ms=11 if zero_shot else 6, color="black" if zero_shot else colour,
                 capsize=2, label=row["label"], zorder=3,
             )  # fmt: skip
-            ax.annotate(row["label"], (row["base_mean"], row["new_mean"]), xytext=(4, 4), textcoords="offset points",
-                        fontsize=7, color=colour)  # fmt: skip
-        ax.set_xlim(low, high)
-        ax.set_ylim(low, high)
+            ax.annotate(row["label"], (row["base_mean"], row["new_mean"]), xytext=offsets[row["label"]],
+                        textcoords="offset points", fontsize=7, color="black" if zero_shot else colour)  # fmt: skip
         ax.set_xlabel("Base accuracy (%)")
         ax.set_ylabel("New accuracy (%)")
         ax.set_title(f"New against Base on {dataset} (mean ± std over seeds)")
-        ax.legend(loc="lower right", fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
     return fig
 
 

@@ -136,6 +136,10 @@ def test_results_write_the_readme_block_and_the_scatter(tiny_run, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     # generated from results.json († marks numbers on capped test sets, not comparable)
     assert f"| shapes | clipfit † | {results['metrics']['base_acc']:.2f}" in text
+    # and signed: what model, seeds, precision and versions produced the numbers
+    versions, r = results["versions"], results
+    assert f"Model {r['model']} / {r['pretrained']}; shots {r['shots']}; seeds {r['seed']};" in text
+    assert f"precision {results['precision']}; clipfit {versions['clipfit']}, torch {versions['torch']}." in text
     assert "![New against Base accuracy](docs/figures/results_base2new_scatter.png)" in text
     assert (tmp_path / "docs" / "figures" / "results_base2new_scatter.png").is_file()
 
