@@ -20,16 +20,7 @@ from clipfit.layers import describe, ordered
 def layer_frame(names: Iterable[str]) -> pd.DataFrame:
     """One row per tensor name with the LAYER columns, in forward order (``order`` = 0, 1, ...)."""
     rows = [
-        {
-            "name": layer.name,
-            "tower": layer.tower,
-            "group": layer.group,
-            "block": layer.block,
-            "module": layer.module,
-            "kind": layer.kind,
-            "position": layer.label,
-            "order": i,
-        }
+        {**layer.columns(), "position": layer.label, "order": i}
         for i, layer in enumerate(ordered(dict.fromkeys(names)))
     ]
     frame = pd.DataFrame(rows, columns=list(LAYER))
@@ -40,15 +31,7 @@ def layer_frame(names: Iterable[str]) -> pd.DataFrame:
 def layer_of(name: str) -> dict:
     """The LAYER columns of one name except ``order`` (for tables built row by row)."""
     layer = describe(name)
-    return {
-        "name": name,
-        "tower": layer.tower,
-        "group": layer.group,
-        "block": layer.block,
-        "module": layer.module,
-        "kind": layer.kind,
-        "position": layer.label,
-    }
+    return {**layer.columns(), "position": layer.label}
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -468,17 +468,11 @@ class Trainer:
         for name, sq_change, gsq, gcum in zip(
             self.trained, change, grad_sq.tolist(), grad_sq_cum.tolist(), strict=True
         ):
-            layer = describe(name)
             rows.append(
                 {
                     "step": step,
                     "epoch": epoch,
-                    "name": name,
-                    "tower": layer.tower,
-                    "group": layer.group,
-                    "block": layer.block,
-                    "module": layer.module,
-                    "kind": layer.kind,
+                    **describe(name).columns(),
                     "sq_change": sq_change,
                     "grad_sq": gsq,
                     "grad_sq_cum": gcum,

@@ -110,6 +110,17 @@ class Layer:
         """Short position label for figure axes: "ln_pre", "3.ln_1", "0.mlp.c_proj"."""
         return self.module if self.block is None else f"{self.block}.{self.module}"
 
+    def columns(self) -> dict:
+        """The tidy-table columns of this tensor (layers.jsonl and clipfit-analyze's LAYER columns)."""
+        return {
+            "name": self.name,
+            "tower": self.tower,
+            "group": self.group,
+            "block": self.block,
+            "module": self.module,
+            "kind": self.kind,
+        }
+
     @property
     def sort_key(self) -> tuple:
         tower = TOWERS.index(self.tower) if self.tower in TOWERS else len(TOWERS)
