@@ -310,7 +310,7 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
     from clipfit.prompts import class_tokens
     from clipfit.recipes import select
     from clipfit.text import encode_text
-    from figures.grad_sums import caption_grad_steps, caption_grad_sums, draw_grad_steps, draw_grad_sums
+    from figures.grad_sums import caption_grad_sums, draw_grad_sums
     from figures.report import ReportFigure
 
     if opts.state not in ("init", "final"):
@@ -394,19 +394,7 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
         label = default_labels([source])[0] if source is not None else layers.parent.name
         steps = gradient_steps(read_jsonl(layers), label)
         if not steps.empty:
-            csv = out.table(steps, "grad_sums_steps")
-            saved = _saved(draw_grad_steps(steps), out, "grad_sums_steps")
-            side = out.sidecar("grad_sums_steps", [sig], [csv, saved.png, saved.svg])
-            figures.append(
-                ReportFigure(
-                    "grad_sums_steps",
-                    "Squared gradients during training",
-                    caption_grad_steps(steps),
-                    saved.png,
-                    saved.svg,
-                    [csv, side],
-                )
-            )
+            figures.append(_grad_steps_figure(steps, out, [sig]))
     return figures
 
 
@@ -423,8 +411,6 @@ def _layers_file(given: str | None, source: Source | None) -> Path | None:
 def run_grad_steps(sources: list[Source], labels: list[str], common: Common) -> list[ReportFigure]:
     """Only the per-step gradient curves of runs' layers.jsonl (the report's cheap part of grad-sums)."""
     from analysis.grad_sums import gradient_steps
-    from figures.grad_sums import caption_grad_steps, draw_grad_steps
-    from figures.report import ReportFigure
 
     logs = [(s, label) for s, label in zip(sources, labels, strict=True) if s.layers_file is not None]
     if not logs:
@@ -433,19 +419,19 @@ def run_grad_steps(sources: list[Source], labels: list[str], common: Common) -> 
     if steps.empty:
         return []
     out = OutputDir(common.out, common.argv, "grad-sums")
+    return [_grad_steps_figure(steps, out, [s.signature for s, _ in logs])]
+
+
+def _grad_steps_figure(steps: pd.DataFrame, out: OutputDir, signatures: list[str]) -> ReportFigure:
+    """The per-step squared-gradient curves of GRAD_STEPS rows, saved with their data and sidecar."""
+    from figures.grad_sums import caption_grad_steps, draw_grad_steps
+    from figures.report import ReportFigure
+
     csv = out.table(steps, "grad_sums_steps")
     saved = _saved(draw_grad_steps(steps), out, "grad_sums_steps")
-    side = out.sidecar("grad_sums_steps", [s.signature for s, _ in logs], [csv, saved.png, saved.svg])
-    return [
-        ReportFigure(
-            "grad_sums_steps",
-            "Squared gradients during training",
-            caption_grad_steps(steps),
-            saved.png,
-            saved.svg,
-            [csv, side],
-        )
-    ]
+    side = out.sidecar("grad_sums_steps", signatures, [csv, saved.png, saved.svg])
+    title = "Squared gradients during training"
+    return ReportFigure("grad_sums_steps", title, caption_grad_steps(steps), saved.png, saved.svg, [csv, side])
 
 
 # ----------------------------------------------------------------------------- tsne
