@@ -29,15 +29,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 # The recipe comparison of README "Results": every recipe, base-to-new on the shapes world, 16 shots,
-# seeds 1-3 (about an hour on 2 cores), then the aggregated table and figures written into README.md.
+# seeds 1-3 in fp32 (about 2 hours on 2 cores), then the aggregated table and figures written into README.md.
 COMPARE_RECIPES := clipfit clipfit-text clipfit-image clipfit-fc bitfit ln-tuning full coop clip-adapter linear-probe
 compare: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/clipfit-train --dataset shapes --setting base2new --shots 16 --seeds 1 2 3 \
-		--recipes $(COMPARE_RECIPES) --out runs/compare -q
+		--recipes $(COMPARE_RECIPES) --precision fp32 --out runs/compare -q
 	HF_HUB_OFFLINE=1 $(BIN)/clipfit-analyze results runs/compare --out reports/compare --readme README.md \
 		--readme-figures docs/figures
 
-# Regenerate the shapes-world model shipped in clipfit/assets (deterministic for a seed; ~10 min on 2 cores).
+# Regenerate the shapes-world model shipped in clipfit/assets (deterministic for a seed; ~15 min on 2 cores).
 shapes-model: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m clipfit.pretrain_shapes --seed 0 --out clipfit/assets/shapes-vit-tiny.safetensors
 

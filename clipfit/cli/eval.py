@@ -5,7 +5,7 @@ Examples::
     clipfit-eval --checkpoint runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-eval --checkpoint runs/imagenet/fewshot/clipfit/shots16/seed1 --data-root ~/data \\
         --datasets imagenet-variants      # domain generalisation: imagenetv2 imagenet_sketch imagenet_a imagenet_r
-    clipfit-eval --checkpoint runs/imagenet/fewshot/clipfit/shots16/seed1 --data-root ~/data \
+    clipfit-eval --checkpoint runs/imagenet/fewshot/clipfit/shots16/seed1 --data-root ~/data \\
         --datasets all                    # cross-dataset transfer (the 11 benchmarks)
 """
 

@@ -120,6 +120,15 @@ def group_in_order(items: Sequence[Sample]) -> dict[int, list[Sample]]:
     return groups
 
 
+def min_split_size(p_train: float = 0.5, p_val: float = 0.2) -> int:
+    """The fewest images of a class that CoOp's rounding splits into non-empty train, val and test."""
+    for n in range(3, 1000):
+        n_train, n_val = round(n * p_train), round(n * p_val)
+        if n_train >= 1 and n_val >= 1 and n - n_train - n_val >= 1:
+            return n
+    raise ValueError(f"no class size up to 1000 splits {p_train}/{p_val} into three non-empty parts")
+
+
 def split_per_class(
     groups: dict[int, list[Sample]], rng: random.Random, p_train: float = 0.5, p_val: float = 0.2, source: str = ""
 ) -> tuple[list[Sample], list[Sample], list[Sample]]:
@@ -132,7 +141,8 @@ def split_per_class(
         if n_train < 1 or n_val < 1 or len(items) - n_train - n_val < 1:
             raise DataError(
                 f"{source}: class {items[0].classname!r} (label {label}) has {len(items)} images, too few to "
-                f"split {p_train:.0%}/{p_val:.0%}/{1 - p_train - p_val:.0%} into train/val/test (at least 3 needed)"
+                f"split {p_train:.0%}/{p_val:.0%}/{1 - p_train - p_val:.0%} into train/val/test "
+                f"(at least {min_split_size(p_train, p_val)} needed)"
             )
         train += items[:n_train]
         val += items[n_train : n_train + n_val]

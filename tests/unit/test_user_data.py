@@ -72,16 +72,20 @@ def test_a_class_name_file_renames_folder_classes(tmp_path):
         load_dataset(f"folder:{root}", classnames=str(names))
 
 
-def test_folder_errors(tmp_path):
+def test_folder_errors(tmp_path, clipfit_cache):
     with pytest.raises(DataError, match=r"no such folder. A folder dataset looks like\nPATH/"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
     (tmp_path / "flat").mkdir()
     image(tmp_path / "flat" / "a.jpg")
     with pytest.raises(DataError, match="has no class sub-folders"):
         load_dataset(f"folder:{tmp_path / 'flat'}")
-    _folder(tmp_path / "small", n=2)
-    with pytest.raises(DataError, match="has 2 images, too few to split"):
+    # CoOp's rounding: 3 images split 2/1/0, so 4 is the least a class can have
+    _folder(tmp_path / "small", n=3)
+    with pytest.raises(DataError, match=r"has 3 images, too few to split 50%/20%/30% .* \(at least 4 needed\)"):
         load_dataset(f"folder:{tmp_path / 'small'}")
+    _folder(tmp_path / "enough", n=4)
+    enough = load_dataset(f"folder:{tmp_path / 'enough'}")
+    assert (len(enough.train), len(enough.val), len(enough.test)) == (4, 2, 2)
 
 
 def _csv(tmp_path: Path, text: str) -> Path:
