@@ -508,18 +508,26 @@ def eval_targets(
             setattr(cfg, key, value)
     device = device_for(env, cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    if ckpt.meta.get("kind") == "linear-probe":
+        raise RunError(
+            f"{run_dir} is a linear probe: its classifier is tied to the {ckpt.meta.get('dataset')} classes it was "
+            "fitted on and cannot classify another dataset's; evaluate a fine-tuned recipe on other datasets"
+        )
     bundle = build_trained_model(ckpt, device, "final", model, pretrained)
     all_results = []
     for target in targets:
-        dataset = load_dataset(target, data_root, make_split=make_split, classnames=classnames)
+        with main_process_first(env):  # a random split (--make-split) is written once, then read
+            dataset = load_dataset(target, data_root, make_split=make_split, classnames=classnames)
         template = dataset.template
         subsets = class_subsets(dataset, dataset.train, "eval")
         started = time.time()
-        metrics = evaluate_subsets(bundle, dataset, subsets, template, cfg, device, precision, env)
+        # The trained model through its recipe's head (CoOp's context, CLIP-Adapter's adapter) with the
+        # target's class names and template; zero-shot is CLIP itself at the pretrained values.
+        metrics = evaluate_subsets(bundle, dataset, subsets, template, cfg, device, precision, env, bundle.head)
         zs = None
         if zero_shot:
             apply_checkpoint(bundle.model, ckpt, "init", model_name=bundle.name)
-            zs = evaluate_subsets(bundle, dataset, subsets, template, cfg, device, precision, env)
+            zs = evaluate_subsets(bundle, dataset, subsets, template, cfg, device, precision, env, ClipHead())
             apply_checkpoint(bundle.model, ckpt, "final", model_name=bundle.name)
         logger.info(
             "%s -> %s: %s%s (%.1fs)",

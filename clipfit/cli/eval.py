@@ -19,8 +19,17 @@ from clipfit.checkpoint import apply_checkpoint
 from clipfit.cli.common import run_command, setup_logging
 from clipfit.config import PRECISIONS
 from clipfit.data.registry import expand_names
-from clipfit.run import build_trained_model, eval_targets, evaluate_run, load_run, prepare_data, results_table
-from clipfit.runtime import destroy_distributed, device_for, init_distributed, resolve_precision
+from clipfit.heads import ClipHead
+from clipfit.run import (
+    build_trained_model,
+    eval_targets,
+    evaluate_run,
+    evaluate_subsets,
+    load_run,
+    prepare_data,
+    results_table,
+)
+from clipfit.runtime import destroy_distributed, device_for, init_distributed, main_process_first, resolve_precision
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         device = device_for(env, cfg.device)
         precision = resolve_precision(cfg.precision, device)
         bundle = build_trained_model(ckpt, device, "final", args.model, args.pretrained)
-        data = prepare_data(cfg)
+        with main_process_first(env):  # few-shot draws and random splits are written once, then read
+            data = prepare_data(cfg)
         metrics = evaluate_run(bundle, data, cfg, device, precision, env)
         zero_shot = ckpt.meta.get("zero_shot")
-        if zero_shot is None and not args.no_zero_shot:
+        if zero_shot is None and not args.no_zero_shot:  # CLIP itself at the pretrained values
             apply_checkpoint(bundle.model, ckpt, "init", model_name=bundle.name)
-            zero_shot = evaluate_run(bundle, data, cfg, device, precision, env)
+            zero_shot = evaluate_subsets(
+                bundle, data.dataset, data.subsets, data.template, cfg, device, precision, env, ClipHead()
+            )
         if env.is_main:
             print(results_table({"recipe": cfg.recipe, "metrics": metrics, "zero_shot": zero_shot or metrics}))
         return 0

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clipfit import linear_probe
+from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
 from clipfit.config import OptimConfig
 from clipfit.data.registry import load_dataset
@@ -112,3 +113,17 @@ def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkey
     # 32 base classes x (128 + 1) probe values
     assert results["trainable_params"] == 32 * 129
     assert _reevaluate(run_dir) == results["metrics"]
+    # its classifier knows only the base classes: transfer to another dataset is refused, not faked
+    assert eval_cli.main(["--checkpoint", str(run_dir), "--datasets", "shapes-pretrain", "-q"]) == 2
+
+
+def test_transfer_evaluates_through_the_recipes_head(tmp_path):
+    # CoOp's learned context must be used on the target (it once fell back to plain CLIP there, which
+    # made every head recipe's transfer accuracy equal to zero-shot)
+    run_dir, _ = _run(tmp_path, "coop")
+    argv = ["--checkpoint", str(run_dir), "--datasets", "shapes", "--max-eval-images", "256", "-q"]
+    assert eval_cli.main(argv) == 0
+    target = json.loads((run_dir / "eval" / "shapes" / "results.json").read_text())
+    assert target["metrics"] != target["zero_shot"]
+    zero_shot_run = _run(tmp_path, "zero-shot", "--setting", "fewshot", "--max-eval-images", "256")[1]
+    assert target["zero_shot"] == zero_shot_run["metrics"]  # zero-shot is plain CLIP, not the random context
