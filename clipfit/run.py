@@ -3,11 +3,13 @@ train, evaluate, and write the run directory (see README "Run directory")."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,21 @@ def _attach_log_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
+@contextlib.contextmanager
+def seeded_init(seed: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's global generators for building a model and attaching its head, then put them back.
+
+    Random initialisation (``--pretrained none``, CoOp's random context, CLIP-Adapter's first layer)
+    is then the same in a run, its resumption and its re-evaluation from the checkpoint, and
+    training's own random streams are untouched.
+    """
+    device = torch.device(device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0 if seed is None else int(seed))
+        yield
+
+
 def train_run(
     cfg: RunConfig,
     run_dir: Path,
@@ -249,9 +266,10 @@ def train_run(
                 return read_results(run_dir)
 
     recipe = get_recipe(cfg.recipe)
-    bundle = build_model(cfg.model.name, cfg.model.pretrained, device)
     head = make_head(recipe.head, cfg.head)
-    head.attach(bundle.model, bundle.tokenizer)
+    with seeded_init(cfg.seed, device):  # random weights and heads are a function of the seed: resumable
+        bundle = build_model(cfg.model.name, cfg.model.pretrained, device)
+        head.attach(bundle.model, bundle.tokenizer)
     with main_process_first(env):  # the main process writes few-shot draws and random splits, the others read them
         data = prepare_data(cfg) if (resolve_data or not dry_run) else None
     if recipe.kind == "linear-probe" and data is not None:
@@ -471,9 +489,11 @@ def build_trained_model(
     ``model``/``pretrained`` override the recorded ones (e.g. when the pretrained file moved);
     an architecture the checkpoint does not fit is refused with the mismatch named.
     """
-    bundle = build_model(model or ckpt.meta["model"], pretrained or ckpt.meta["pretrained"], device)
-    bundle.head = head_from_meta(ckpt.meta.get("head"))
-    bundle.head.attach(bundle.model, bundle.tokenizer)
+    head = head_from_meta(ckpt.meta.get("head"))
+    with seeded_init(ckpt.meta.get("seed"), device):  # the same random init as the run (--pretrained none)
+        bundle = build_model(model or ckpt.meta["model"], pretrained or ckpt.meta["pretrained"], device)
+        head.attach(bundle.model, bundle.tokenizer)
+    bundle.head = head
     if ckpt.meta.get("kind") == "linear-probe":
         attach_probe(bundle.model, len(ckpt.meta["classnames"]))
     apply_recipe(bundle.model, ckpt.meta.get("recipe", "clipfit"))

@@ -17,7 +17,8 @@ from clipfit.losses import clipfit_loss
 from clipfit.models import build_model
 from clipfit.prompts import class_tokens
 from clipfit.recipes import apply_recipe
-from clipfit.run import build_trained_model
+from clipfit.run import build_trained_model, evaluate_run, load_run, prepare_data
+from clipfit.runtime import DistEnv
 from clipfit.text import encode_text
 
 
@@ -125,9 +126,15 @@ def _argv(weights: str, run_dir, *extra: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("killed_after", [1, 2])
-def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, monkeypatch, killed_after):
-    assert train.main(_argv(tiny_weights, tmp_path / "through")) == 0
+@pytest.mark.parametrize(
+    ("killed_after", "extra"),
+    [(1, ()), (2, ()), (1, ("--recipe", "coop")), (1, ("--recipe", "clip-adapter", "--pretrained", "none"))],
+    ids=["clipfit-epoch1", "clipfit-epoch2", "coop-random-context", "adapter-random-init"],
+)
+def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, monkeypatch, killed_after, extra):
+    # random heads and --pretrained none are built from the run's seed, so the resumed process
+    # rebuilds the same starting point
+    assert train.main(_argv(tiny_weights, tmp_path / "through", *extra)) == 0
 
     original = Trainer._checkpoint
 
@@ -137,7 +144,7 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
             raise KeyboardInterrupt  # the process dies right after the epoch's checkpoint
 
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
-    assert train.main(_argv(tiny_weights, tmp_path / "killed")) == 130
+    assert train.main(_argv(tiny_weights, tmp_path / "killed", *extra)) == 130
     partial = load_checkpoint(tmp_path / "killed")
     assert partial.meta["epoch"] == killed_after and not partial.meta["complete"]
     assert partial.optim and "torch" in partial.rng  # what resuming needs is in the checkpoint
@@ -152,6 +159,10 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
     ra = json.loads((tmp_path / "through" / "results.json").read_text())
     rb = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert ra["metrics"] == rb["metrics"] and ra["zero_shot"] == rb["zero_shot"]
+    # and the checkpoint alone rebuilds the evaluated model, random frozen weights included
+    cfg, ckpt = load_run(tmp_path / "killed")
+    bundle = build_trained_model(ckpt)
+    assert evaluate_run(bundle, prepare_data(cfg), cfg, torch.device("cpu"), "fp32", DistEnv()) == rb["metrics"]
 
 
 def test_run_directory_files(tiny_weights, tmp_path):
