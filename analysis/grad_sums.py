@@ -30,6 +30,7 @@ from tqdm import tqdm
 from analysis.errors import AnalysisError
 from analysis.schemas import GRAD_STEPS, GRAD_SUMS, conform
 from analysis.tables import layer_frame
+from clipfit.engine import train_mode
 from clipfit.losses import clipfit_loss
 from clipfit.recipes import image_biases, image_layernorms, select, text_biases, text_layernorms
 from clipfit.text import encode_text
@@ -112,7 +113,7 @@ def measure_grad_sums(
     try:
         for name, param in params.items():
             param.requires_grad_(name in wanted)
-        model.train()
+        train_mode(model)
         tokens = tokens.to(device)
         for images, labels in tqdm(batches, desc="gradients", total=total, disable=None, leave=False):
             images, labels = images.to(device), labels.to(device)

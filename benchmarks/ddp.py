@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: make the repos
 
 import clipfit.engine as engine
 from clipfit.config import OptimConfig
+from clipfit.engine import train_mode
 from clipfit.models import build_model
 from clipfit.recipes import apply_recipe
 from clipfit.runtime import ddp_summary, destroy_distributed, device_for, init_distributed, resolve_precision
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             state = trainer.prepare()
         finally:
             engine.wrap_ddp = original
-        model.train()
+        train_mode(model)
         variants[name] = (trainer, state)
 
     def step(name: str) -> None:

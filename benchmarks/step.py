@@ -71,7 +71,7 @@ from clipfit.config import OptimConfig
 from clipfit.data.base import Sample
 from clipfit.data.loaders import default_workers, eval_loader
 from clipfit.data.sampling import ClassSubset
-from clipfit.engine import Trainer, TrainTask
+from clipfit.engine import Trainer, TrainTask, train_mode
 from clipfit.evaluate import subset_accuracy
 from clipfit.models import build_model
 from clipfit.prompts import make_prompts
@@ -219,7 +219,7 @@ def _trainer(bundle, model: nn.Module, recipe: str, classnames, optim: OptimConf
         precision=precision, **options,
     )  # fmt: skip
     state = trainer.prepare()
-    model.train()
+    train_mode(model)
     return trainer, state
 
 
@@ -249,7 +249,7 @@ def build_variants(args, bundle, device, precision, images, labels) -> tuple[lis
     if "reference" in wanted:
         ref_model = copy.deepcopy(base)
         apply_recipe(ref_model, "clipfit")
-        ref_model.train()
+        train_mode(ref_model)
         reference = ReleasedStep(ref_model, full_tokens, 8.0, optim)
         variants.append(Variant("reference", lambda: reference(images, labels), reference.held))
 

@@ -134,6 +134,20 @@ def set_grad_checkpointing(model: nn.Module, towers: str | None) -> None:
         )
 
 
+def train_mode(model: nn.Module) -> None:
+    """Training mode with every BatchNorm left in eval mode (ResNet towers).
+
+    The pretrained running statistics stay as they are: few-shot batches are too small to
+    re-estimate them, the checkpoint holds only trained tensors (so moved statistics would be lost
+    at evaluation and on resume), and under DDP each process would move its own. BatchNorm affine
+    parameters are still trained by the recipes that select them.
+    """
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _compile_blocker(device: torch.device) -> str | None:
     """Why torch.compile cannot run here, or None when it should."""
     try:
@@ -242,7 +256,8 @@ class Trainer:
         self.model.eval()
         with autocast(self.device, self.precision):
             features = F.normalize(head.encode_classes(self.model, inputs).float(), dim=-1)
-        self.model.train(was_training)
+        if was_training:
+            train_mode(self.model)
         return features
 
     # ------------------------------------------------------------------ one step
@@ -364,7 +379,7 @@ class Trainer:
             self.layers.truncate_after(step)
 
         loader, sampler = self._loader()
-        model.train()
+        train_mode(model)
         last: dict[str, float] = {}
         started = time.time()
         bar = tqdm(

@@ -159,9 +159,10 @@ def broadcast_module(module: nn.Module, env: DistEnv) -> None:
 def ddp_options() -> dict:
     """DistributedDataParallel options for clipfit's training forward (see benchmarks/README.md).
 
-    * buffers are not re-broadcast before every forward: the only buffers of a CLIP model are
-      causal attention masks, which never change (``forward_sync_buffers=False``, or the older
-      ``broadcast_buffers=False``);
+    * buffers are not re-broadcast before every forward: a CLIP model's buffers are causal
+      attention masks and, in ResNet towers, BatchNorm statistics that training leaves as
+      pretrained (:func:`clipfit.engine.train_mode`), so none changes (``forward_sync_buffers=False``,
+      or the older ``broadcast_buffers=False``);
     * gradients live in the all-reduce bucket (``gradient_as_bucket_view``) and, where this torch
       has it, are copied into it in one batched copy per bucket (``batched_grad_copy``): ClipFit's
       trained tensors are many and small (ViT-B/16: 64 tensors, 46,080 values, one bucket).

@@ -47,6 +47,28 @@ def test_only_the_recipes_tensors_change(tiny_weights, name):
             assert torch.equal(p, before[n]), f"{name}: frozen {n} changed"
 
 
+def test_resnet_batchnorm_statistics_stay_pretrained_while_its_affine_parameters_train():
+    # ResNet towers: few-shot batches must not overwrite the pretrained running statistics (the
+    # checkpoint would not hold them, and DDP processes would each move their own)
+    bundle = build_model("clipfit-tiny-rn", "none")
+    trained = apply_recipe(bundle.model, "bitfit")
+    norms = {n: m for n, m in bundle.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    stats = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in norms.items()}
+    biases = {f"{n}.bias": m.bias.detach().clone() for n, m in norms.items()}
+    dataset = load_dataset("shapes")
+    items = [s for s in few_shot_split(dataset.train, dataset.val, 2, seed=1)[0] if s.label < 6]
+    task = TrainTask(items, dataset.classnames[:6], dataset.template, dataset.reader, (0.5, 1.0))
+    optim = OptimConfig(lr=0.01, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=0.0)
+    Trainer(
+        bundle.model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1, device=torch.device("cpu")
+    ).fit()  # fmt: skip
+    assert norms and all(m.training is False for m in norms.values())
+    for n, m in norms.items():
+        assert torch.equal(m.running_mean, stats[n][0]) and torch.equal(m.running_var, stats[n][1]), n
+    assert set(biases) <= set(trained)
+    assert any(not torch.equal(bundle.model.get_parameter(n), before) for n, before in biases.items())
+
+
 def _run(tmp_path, name: str, *extra: str):
     run_dir = tmp_path / name
     argv = [
