@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from clipfit.data.base import ImageReader, Sample
 from clipfit.data.transforms import decode_for_cache, test_transform, train_augment
+from clipfit.errors import ConfigError
 from clipfit.models import PreprocessSpec
 
 _MASK = (1 << 64) - 1
@@ -57,13 +58,16 @@ class _Decode(TorchDataset):
         return decode_for_cache(self.reader(self.samples[index].path), self.spec)
 
 
+def _as_is(item):
+    """A collate function that keeps one decoded image as it is (module level: picklable under spawn)."""
+    return item
+
+
 def decode_images(
     samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec, num_workers: int = 0
 ) -> list[torch.Tensor]:
     """Decode every image once (short side resized to the crop size), in sample order."""
-    loader = DataLoader(
-        _Decode(samples, reader, spec), batch_size=None, num_workers=num_workers, collate_fn=lambda x: x
-    )
+    loader = DataLoader(_Decode(samples, reader, spec), batch_size=None, num_workers=num_workers, collate_fn=_as_is)
     return list(tqdm(loader, desc="decode train images", total=len(samples), disable=None, leave=False))
 
 
@@ -95,7 +99,12 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+            raise ConfigError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        if n < world_size:
+            raise ConfigError(
+                f"{n} training images cannot be spread over {world_size} processes (each needs at least one); "
+                "run with fewer processes"
+            )
         self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
         self.drop_last = n >= batch_size
         self.epoch = 0
@@ -124,8 +133,11 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for batch in self.global_batches():
-            per_rank = math.ceil(len(batch) / self.world_size)
-            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+            # contiguous, balanced slices: equal for full batches (the batch size divides by the
+            # world size), off by at most one for the single incomplete batch of a small set
+            base, extra = divmod(len(batch), self.world_size)
+            start = self.rank * base + min(self.rank, extra)
+            yield batch[start : start + base + (self.rank < extra)]
 
 
 class EvalImages(TorchDataset):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from clipfit.data.loaders import AugmentedImages, EpochBatches, mix_seed
 from clipfit.data.transforms import train_augment
+from clipfit.errors import ConfigError
 from clipfit.models import PreprocessSpec
 
 SPEC = PreprocessSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), interpolation="bicubic")
@@ -53,3 +55,14 @@ def test_global_batch_size_is_the_union_of_the_rank_slices():
             assert sum(len(b) for b in batches) == ranks[0].global_batch_size
     assert EpochBatches(100, 32, seed=3).global_batch_size == 32
     assert EpochBatches(21, 32, seed=3).global_batch_size == 21
+
+
+def test_a_small_set_is_spread_over_every_process():
+    # 10 images, batch 32, 8 processes: one incomplete batch cut 2,2,1,1,1,1,1,1 (never an empty
+    # shard, which would crash that process while the others wait in the all-reduce)
+    single = next(iter(EpochBatches(10, 32, seed=1)))
+    shards = [next(iter(EpochBatches(10, 32, seed=1, rank=r, world_size=8))) for r in range(8)]
+    assert [len(s) for s in shards] == [2, 2, 1, 1, 1, 1, 1, 1]
+    assert [k for shard in shards for k in shard] == single
+    with pytest.raises(ConfigError, match="5 training images cannot be spread over 8 processes"):
+        EpochBatches(5, 32, seed=1, rank=0, world_size=8)
