@@ -37,7 +37,7 @@ compare: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/clipfit-analyze results runs/compare --out reports/compare --readme README.md \
 		--readme-figures docs/figures
 
-# Regenerate the shapes-world model shipped in clipfit/assets (deterministic for a seed; ~15 min on 2 cores).
+# Regenerate the shapes-world model shipped in clipfit/assets (deterministic for a seed; 11-15 min on 2 cores).
 shapes-model: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m clipfit.pretrain_shapes --seed 0 --out clipfit/assets/shapes-vit-tiny.safetensors
 

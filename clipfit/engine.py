@@ -354,6 +354,9 @@ class Trainer:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         grad_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2)
         if scaler is not None:
+            # fp16: a step whose gradients overflowed is skipped by the scaler; it moved nothing, so it
+            # adds nothing to the squared-gradient sums (inf/NaN would poison them for the whole run)
+            grad_sq = torch.where(torch.isfinite(grad_sq).all(), grad_sq, torch.zeros_like(grad_sq))
             scaler.step(optimizer)
             scaler.update()
         else:
@@ -374,7 +377,7 @@ class Trainer:
         start_epoch, step, elapsed = 0, 0, 0.0
         grad_sq_cum = torch.zeros(len(self.params), device=self.device, dtype=torch.float64)
         if resume is not None:
-            start_epoch, step, elapsed = self._restore(resume, optimizer, init, grad_sq_cum)
+            start_epoch, step, elapsed = self._restore(resume, optimizer, init, grad_sq_cum, state.scaler)
             self.metrics.truncate_after(step)
             self.layers.truncate_after(step)
 
@@ -423,7 +426,7 @@ class Trainer:
                     self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
                 last = self._means(self._global(epoch_sum))
                 elapsed_now = elapsed + time.time() - started
-                self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum)
+                self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum, state.scaler)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.1f}")
                 milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0
@@ -495,7 +498,7 @@ class Trainer:
             )
         self.layers.write(rows)
 
-    def _checkpoint(self, epoch, step, elapsed, init, optimizer, grad_sq_cum) -> None:
+    def _checkpoint(self, epoch, step, elapsed, init, optimizer, grad_sq_cum, scaler=None) -> None:
         if self.run_dir is None:
             return
         state = optimizer.state_dict()["state"]
@@ -512,10 +515,13 @@ class Trainer:
             "train_seconds": round(elapsed, 3),
             "grad_sq_cum": grad_sq_cum.tolist(),
         }
+        if scaler is not None:  # fp16: the loss scale and its growth tracker, so a resumed run scales alike
+            scaler_state = scaler.state_dict()
+            meta["grad_scaler"] = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in scaler_state.items()}
         final = {n: p for n, p in zip(self.trained, self.params, strict=True)}
         save_checkpoint(self.run_dir, init, final, meta, optim=buffers, rng=rng_state())
 
-    def _restore(self, ckpt: Checkpoint, optimizer, init, grad_sq_cum) -> tuple[int, int, float]:
+    def _restore(self, ckpt: Checkpoint, optimizer, init, grad_sq_cum, scaler=None) -> tuple[int, int, float]:
         if list(ckpt.final) != self.trained and set(ckpt.final) != set(self.trained):
             raise ValueError("the checkpoint trains other tensors than this run's recipe")
         with torch.no_grad():
@@ -538,5 +544,7 @@ class Trainer:
         set_rng_state(ckpt.rng)
         if "grad_sq_cum" in ckpt.meta:
             grad_sq_cum.copy_(torch.tensor(ckpt.meta["grad_sq_cum"], dtype=torch.float64))
+        if scaler is not None and ckpt.meta.get("grad_scaler"):
+            scaler.load_state_dict(ckpt.meta["grad_scaler"])
         logger.info("resuming after epoch %d (step %d)", ckpt.meta["epoch"], ckpt.meta["step"])
         return int(ckpt.meta["epoch"]), int(ckpt.meta["step"]), float(ckpt.meta.get("train_seconds", 0.0))

@@ -128,8 +128,14 @@ def _argv(weights: str, run_dir, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("killed_after", "extra"),
-    [(1, ()), (2, ()), (1, ("--recipe", "coop")), (1, ("--recipe", "clip-adapter", "--pretrained", "none"))],
-    ids=["clipfit-epoch1", "clipfit-epoch2", "coop-random-context", "adapter-random-init"],
+    [
+        (1, ()),
+        (2, ()),
+        (1, ("--recipe", "coop")),
+        (1, ("--recipe", "clip-adapter", "--pretrained", "none")),
+        (2, ("--precision", "fp16")),
+    ],
+    ids=["clipfit-epoch1", "clipfit-epoch2", "coop-random-context", "adapter-random-init", "fp16-grad-scaler"],
 )
 def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, monkeypatch, killed_after, extra):
     # random heads and --pretrained none are built from the run's seed, so the resumed process
@@ -148,6 +154,8 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
     partial = load_checkpoint(tmp_path / "killed")
     assert partial.meta["epoch"] == killed_after and not partial.meta["complete"]
     assert partial.optim and "torch" in partial.rng  # what resuming needs is in the checkpoint
+    if "fp16" in extra:  # and the loss scaler's state (its growth tracker counts the steps since a skip)
+        assert partial.meta["grad_scaler"]["_growth_tracker"] > 0
     monkeypatch.setattr(Trainer, "_checkpoint", original)
     assert train.main(["--resume", str(tmp_path / "killed"), "-q"]) == 0
 
