@@ -90,7 +90,13 @@ def init_distributed(device: str = "auto") -> DistEnv:
         return DistEnv()
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        resolved = resolve_device(device)
+        if resolved.type == "cuda" and resolved.index is not None and world > 1:
+            raise ConfigError(
+                f"--device {device} under torchrun would put every process on one GPU; use --device cuda "
+                "(each process takes cuda:LOCAL_RANK) and choose GPUs with CUDA_VISIBLE_DEVICES"
+            )
+        use_cuda = resolved.type == "cuda"
         options = {}
         if use_cuda:
             torch.cuda.set_device(local)

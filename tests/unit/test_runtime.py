@@ -31,3 +31,15 @@ def test_missing_gpu_index_names_the_count(monkeypatch):
 def test_unknown_device_lists_the_accepted_forms():
     with pytest.raises(ConfigError, match="expected auto, cpu, cuda or cuda:N"):
         resolve_device("gpu")
+
+
+def test_an_explicit_gpu_index_under_torchrun_is_refused(monkeypatch):
+    # every process would land on the same GPU; torchrun's processes take cuda:LOCAL_RANK
+    from clipfit.runtime import init_distributed
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match="would put every process on one GPU"):
+        init_distributed("cuda:1")
