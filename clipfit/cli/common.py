@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from clipfit.errors import ClipfitError
 
 logger = logging.getLogger("clipfit")
+T = TypeVar("T")
 
 
 class _Below(logging.Filter):
@@ -47,8 +49,9 @@ def setup_logging(verbose: int = 0, quiet: bool = False, main_process: bool = Tr
     clipfit_logger.propagate = False
 
 
-def run_command(body: Callable[[], int]) -> int:
-    """Run a command body; a ClipfitError becomes a one-paragraph message and exit status 2."""
+def run_command(body: Callable[[], T]) -> T | int:
+    """Run a command body; a ClipfitError becomes a one-paragraph message and exit status 2 (the
+    returned int), an interrupt exit status 130."""
     try:
         return body()
     except ClipfitError as exc:

@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    env = init_distributed(args.device or "auto")
+    setup_logging(args.verbose, args.quiet)
+    env = run_command(lambda: init_distributed(args.device or "auto"))
+    if isinstance(env, int):  # could not join torchrun's process group (the error is printed)
+        return env
     setup_logging(args.verbose, args.quiet, env.is_main)
     overrides = {
         "device": args.device,

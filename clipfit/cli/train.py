@@ -310,7 +310,10 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    env = init_distributed(args.device or "auto")
+    setup_logging(args.verbose, args.quiet)
+    env = run_command(lambda: init_distributed(args.device or "auto"))
+    if isinstance(env, int):  # could not join torchrun's process group (the error is printed)
+        return env
     setup_logging(args.verbose, args.quiet, env.is_main)
 
     def body() -> int:
