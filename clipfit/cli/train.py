@@ -264,13 +264,18 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
         try:
             results = train_run(cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run)
             rows.append((cfg, run_dir, results, "dry run: data resolved" if args.dry_run else ""))
-        except DataError as exc:
-            logger.error("%s: %s", label, exc)
-            broken[cfg.data.dataset] = str(exc)
-            rows.append((cfg, run_dir, None, "failed: data error"))
         except ClipfitError as exc:
+            if env.distributed and not isinstance(exc, DataError):
+                # Under torchrun an error may be raised on some processes only (rank 0 alone writes
+                # files): going on would leave the others waiting in a collective of this run. Stop
+                # the whole job; the same command resumes the sweep. (A data error is met by every
+                # process alike: each reads the dataset after the main process.)
+                raise
             logger.error("%s: %s", label, exc)
-            rows.append((cfg, run_dir, None, f"failed: {type(exc).__name__}"))
+            note = f"failed: {type(exc).__name__}"
+            if isinstance(exc, DataError):
+                broken[cfg.data.dataset], note = str(exc), "failed: data error"
+            rows.append((cfg, run_dir, None, note))
     if env.is_main:
         print(f"sweep of {len(configs)} runs (zero-shot in brackets):")
         for cfg, run_dir, results, note in rows:
