@@ -315,6 +315,13 @@ class Trainer:
             result = self._step(state, images, labels, global_batch)
         except Exception as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if self.env.distributed:
+                # One process falling back alone (or after some DDP hooks fired) would leave the others
+                # out of step in the all-reduce: stop the job instead; it resumes with --no-compile.
+                raise ConfigError(
+                    f"--compile: torch.compile failed on process {self.env.rank} ({type(exc).__name__}: "
+                    f"{first_line}); under torchrun there is no eager fallback: resume with --no-compile"
+                ) from exc
             logger.warning(
                 "--compile: torch.compile failed (%s: %s); training without it", type(exc).__name__, first_line
             )

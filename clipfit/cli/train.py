@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("speed (never changes what is trained)")
     s.add_argument(
         "--compile",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the training forward (falls back to eager with a warning where it cannot compile)",
+        help="torch.compile the training forward (falls back to eager with a warning where it cannot compile; "
+        "--no-compile turns it off when resuming a run that used it)",
     )
     s.add_argument(
         "--grad-checkpointing",

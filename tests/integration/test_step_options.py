@@ -20,8 +20,10 @@ from clipfit.checkpoint import load_checkpoint
 from clipfit.cli import train
 from clipfit.config import OptimConfig
 from clipfit.engine import Trainer, TrainTask
+from clipfit.errors import ConfigError
 from clipfit.models import build_model
 from clipfit.recipes import apply_recipe
+from clipfit.runtime import DistEnv
 
 CLASSNAMES = ["red circle", "blue star", "green heart", "a_long_class_name_with_words", "x", "yellow square"]
 
@@ -137,6 +139,21 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_weights, monkey
     assert "torch.compile failed (RuntimeError: no backend today); training without it" in caplog.text
     expected = _trained_after(*_prepared(tiny_weights))
     assert all(torch.equal(actual[n], expected[n]) for n in expected)
+
+
+def test_compile_failure_under_torchrun_stops_instead_of_falling_back(tiny_weights, monkeypatch):
+    # one process falling back alone would leave the others out of step in DDP's all-reduce
+    def broken(module, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no backend today")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    _, trainer, state = _prepared(tiny_weights, compile=True)
+    trainer.env = DistEnv(rank=1, world_size=2)  # as if launched by torchrun (the step itself is local)
+    with pytest.raises(ConfigError, match=r"failed on process 1 .*resume with --no-compile"):
+        trainer.train_step(state, *_batch())
 
 
 def test_compile_without_a_compiler_says_so(tiny_weights, monkeypatch, caplog):
