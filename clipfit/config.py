@@ -102,6 +102,7 @@ class RunConfig:
     max_eval_images: int | None = None  # cap on test images per class subset (quick checks; not comparable)
     compile: bool = False  # torch.compile the training forward (speed only; falls back to eager when it cannot)
     grad_checkpointing: str | None = None  # recompute block activations in backward: text, image or all towers
+    checkpoint_every: int = 1  # epochs between resumable checkpoints (the last epoch always writes one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,6 +162,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         ("batch size", cfg.optim.batch_size, 1),
         ("shots", cfg.data.shots, 1),
         ("log every", cfg.log_every, 1),
+        ("checkpoint every", cfg.checkpoint_every, 1),
     ):
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")

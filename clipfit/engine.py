@@ -219,12 +219,14 @@ class Trainer:
         head: ClipHead | None = None,
         compile: bool = False,
         grad_checkpointing: str | None = None,
+        checkpoint_every: int = 1,
     ) -> None:
         self.model, self.trained, self.tokenizer, self.spec, self.task = model, list(trained), tokenizer, spec, task
         self.compile, self.grad_checkpointing = compile, grad_checkpointing
         self.optim, self.seed, self.device, self.precision, self.env = optim, seed, device, precision, env
         self.run_dir = run_dir if env.is_main else None
         self.log_every, self.num_workers = log_every, num_workers
+        self.checkpoint_every = checkpoint_every
         self.checkpoint_meta = dict(checkpoint_meta or {})
         self.head = head or ClipHead()
         unresolved = [k for k in ("lr", "epochs", "reg_weight") if getattr(optim, k) is None]
@@ -433,7 +435,8 @@ class Trainer:
                     self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
                 last = self._means(self._global(epoch_sum))
                 elapsed_now = elapsed + time.time() - started
-                self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum, state.scaler)
+                if (epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == optim.epochs:
+                    self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum, state.scaler)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.1f}")
                 milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0

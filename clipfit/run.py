@@ -52,6 +52,7 @@ _RUN_FILES = (
 )  # fmt: skip
 _RESULT_NEUTRAL = {
     ("device",), ("eval_batch_size",), ("data", "num_workers"), ("log_every",), ("compile",), ("grad_checkpointing",),
+    ("checkpoint_every",),
 }  # fmt: skip
 
 
@@ -394,6 +395,7 @@ def _train_and_evaluate(run: _Run, resume: Checkpoint | None) -> dict[str, Any]:
             seed=cfg.seed, device=run.device, precision=run.precision, env=env, run_dir=run.run_dir,
             log_every=cfg.log_every, num_workers=workers_for(cfg.data.num_workers, run.data.dataset),
             checkpoint_meta=meta, head=run.head, compile=cfg.compile, grad_checkpointing=cfg.grad_checkpointing,
+            checkpoint_every=cfg.checkpoint_every,
         )  # fmt: skip
         train_seconds = trainer.fit(resume=resume).train_seconds
         metrics = run.evaluate(run.head)

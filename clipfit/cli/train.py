@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-compile turns it off when resuming a run that used it)",
     )
     s.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="write the resumable checkpoint every N epochs instead of every epoch (and after the last): less "
+        "disk traffic for full fine-tuning of large models; a crash then loses up to N-1 epochs",
+    )
+    s.add_argument(
         "--grad-checkpointing",
         nargs="?",
         const="all",
@@ -204,6 +211,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         max_eval_images=args.max_eval_images,
         compile=args.compile,
         grad_checkpointing=args.grad_checkpointing,
+        checkpoint_every=args.checkpoint_every,
     )
     return cfg
 
@@ -308,7 +316,7 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
     # Only settings that cannot change the results may differ when resuming.
     _set(
         cfg, device=args.device, eval_batch_size=args.eval_batch_size, compile=args.compile,
-        grad_checkpointing=args.grad_checkpointing,
+        grad_checkpointing=args.grad_checkpointing, checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
     _set(cfg.data, num_workers=args.num_workers)
     return cfg

@@ -134,8 +134,16 @@ def _argv(weights: str, run_dir, *extra: str) -> list[str]:
         (1, ("--recipe", "coop")),
         (1, ("--recipe", "clip-adapter", "--pretrained", "none")),
         (2, ("--precision", "fp16")),
+        (2, ("--checkpoint-every", "2")),
     ],
-    ids=["clipfit-epoch1", "clipfit-epoch2", "coop-random-context", "adapter-random-init", "fp16-grad-scaler"],
+    ids=[
+        "clipfit-epoch1",
+        "clipfit-epoch2",
+        "coop-random-context",
+        "adapter-random-init",
+        "fp16-grad-scaler",
+        "every-2-epochs",
+    ],
 )
 def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, monkeypatch, killed_after, extra):
     # random heads and --pretrained none are built from the run's seed, so the resumed process
@@ -144,13 +152,17 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
 
     original = Trainer._checkpoint
 
+    written: list[int] = []
+
     def checkpoint_then_die(self, epoch, *args, **kwargs):
         original(self, epoch, *args, **kwargs)
+        written.append(epoch)
         if epoch == killed_after:
             raise KeyboardInterrupt  # the process dies right after the epoch's checkpoint
 
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
     assert train.main(_argv(tiny_weights, tmp_path / "killed", *extra)) == 130
+    assert written == ([2] if "--checkpoint-every" in extra else list(range(1, killed_after + 1)))
     partial = load_checkpoint(tmp_path / "killed")
     assert partial.meta["epoch"] == killed_after and not partial.meta["complete"]
     assert partial.optim and "torch" in partial.rng  # what resuming needs is in the checkpoint
