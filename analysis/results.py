@@ -154,13 +154,34 @@ def read_runs(root: str | Path) -> pd.DataFrame:
         rows.append(_row(path, base, data))
     if not rows:
         raise AnalysisError(f"none of the {RESULTS_FILE} files under {root} holds clipfit run results")
-    frame = pd.DataFrame(rows)
-    for (_setting, recipe), part in frame.groupby(["setting", "recipe"]):
-        weights = part["reg_weight"].dropna().unique()
-        if len(weights) > 1:
-            index = part.index
-            frame.loc[index, "method"] = [f"{recipe} (λ={w:g})" for w in part["reg_weight"]]
-    return conform(frame, RESULTS_RUNS)
+    return conform(_qualify_methods(pd.DataFrame(rows)), RESULTS_RUNS)
+
+
+def _qualify_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """Method names that keep apart runs the tables would otherwise average together.
+
+    A recipe gets "(λ=w)" when some dataset holds its runs with several regulariser weights at one
+    shot count (an ablation; the paper's own per-dataset weights, e.g. λ=8 on DTD and 2 elsewhere,
+    stay one method), and "(K shots)" in the base-to-new and transfer tables, which have no shots
+    column, when some dataset holds its runs at several shot counts. Every run of that recipe and
+    setting is renamed alike, so the Average rows still span the same datasets.
+    """
+    frame = frame.copy()
+    same = ["setting", "recipe", "model", "pretrained", "dataset", "source_dataset"]
+    for column, label, settings in (
+        ("reg_weight", lambda w: f"λ={w:g}", None),
+        ("shots", lambda k: f"{k:g} shots", ("base2new", "eval")),
+    ):
+        rows = frame if settings is None else frame[frame["setting"].isin(settings)]
+        extra = [] if column == "shots" else ["shots"]
+        varied = rows.groupby(same + extra, dropna=False)[column].nunique() > 1
+        for setting, recipe in {(k[0], k[1]) for k in varied[varied].index}:
+            index = frame.index[(frame["setting"] == setting) & (frame["recipe"] == recipe)]
+            frame.loc[index, "method"] = [
+                f"{m} ({label(v)})" if pd.notna(v) else m
+                for m, v in zip(frame.loc[index, "method"], frame.loc[index, column], strict=True)
+            ]
+    return frame
 
 
 def _dataset_key(name: str) -> tuple:

@@ -272,3 +272,28 @@ def test_figures_import_nothing_but_plotting_libraries_and_the_schemas():
                 continue
             for module in modules:
                 assert module in allowed or module.split(".")[0] in allowed - {"analysis"}, f"{file.name}: {module}"
+
+
+def test_per_dataset_weights_stay_one_method_and_an_ablation_is_kept_apart(tmp_path):
+    # the paper's few-shot setting: lambda 8 on DTD, 2 elsewhere -> one method, one Average over both
+    for dataset, weight, acc in (("dtd", 8.0, 60.0), ("caltech101", 2.0, 90.0)):
+        _write_result(tmp_path / "paper", f"{dataset}/few", dataset=dataset, setting="fewshot", shots=16, seed=1,
+                      reg_weight=weight, metrics={"acc": acc}, zero_shot={"acc": 50.0})  # fmt: skip
+    table = fewshot_table(read_runs(tmp_path / "paper"))
+    clip = table[table["method"] == "clipfit"].set_index("dataset")
+    assert clip.loc[AVERAGE, "acc_mean"] == 75.0  # (60 + 90) / 2: DTD is in it
+    # an ablation (lambda 8 and 0 on the same dataset and shots) is two methods
+    for weight, acc in ((8.0, 60.0), (0.0, 55.0)):
+        _write_result(tmp_path / "ablation", f"dtd/{weight}", dataset="dtd", setting="fewshot", shots=16, seed=1,
+                      reg_weight=weight, metrics={"acc": acc}, zero_shot={"acc": 50.0})  # fmt: skip
+    methods = set(read_runs(tmp_path / "ablation")["method"])
+    assert methods == {"clipfit (λ=8)", "clipfit (λ=0)"}
+
+
+def test_base2new_runs_of_different_shots_are_not_averaged_together(tmp_path):
+    for shots, seed, base in ((16, 1, 80.0), (16, 2, 82.0), (4, 1, 20.0)):
+        _write_result(tmp_path, f"eurosat/{shots}/{seed}", dataset="eurosat", setting="base2new", shots=shots,
+                      seed=seed, reg_weight=8.0, metrics=_b2n(base, 50.0), zero_shot=_b2n(40.0, 50.0))  # fmt: skip
+    table = base2new_table(read_runs(tmp_path)).set_index("method")
+    assert table.loc["clipfit (16 shots)", "base_mean"] == 81.0 and table.loc["clipfit (16 shots)", "seeds"] == 2
+    assert table.loc["clipfit (4 shots)", "base_mean"] == 20.0
