@@ -23,13 +23,22 @@ def _own(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["source"] == ""]
 
 
-def _method_label(row: pd.Series, several_models: bool) -> str:
-    return f"{row['method']} · {row['model']}" if several_models else str(row["method"])
-
-
 def _with_labels(table: pd.DataFrame) -> pd.DataFrame:
-    several = len(table.drop_duplicates(["model", "pretrained"])) > 1
-    return table.assign(label=[_method_label(r, several) for _, r in table.iterrows()])
+    """``table`` with a ``label`` column: the method, plus the model and/or the pretrained weights
+    where the table holds several (so two rows never share a label)."""
+    pairs = table.drop_duplicates(["model", "pretrained"])
+    show_model = pairs["model"].nunique() > 1
+    show_weights = len(pairs) > pairs["model"].nunique()  # some model with several pretrained weights
+
+    def label(row: pd.Series) -> str:
+        tag = " ".join(
+            part
+            for part in (str(row["model"]) if show_model else "", f"({row['pretrained']})" if show_weights else "")
+            if part
+        )
+        return f"{row['method']} · {tag}" if tag else str(row["method"])
+
+    return table.assign(label=[label(r) for _, r in table.iterrows()])
 
 
 def draw_base2new(table: pd.DataFrame) -> Figure:
@@ -68,12 +77,12 @@ def draw_base2new(table: pd.DataFrame) -> Figure:
 
 def caption_base2new(table: pd.DataFrame) -> str:
     """One sentence: each method's Base/New/HM on the Average row (or the only dataset)."""
-    own = _own(table)
+    own = _with_labels(_own(table))
     row_set = own[own["dataset"] == "Average"] if (own["dataset"] == "Average").any() else own
     where = "averaged over datasets" if (own["dataset"] == "Average").any() else f"on {row_set['dataset'].iloc[0]}"
     parts = [
-        f"{r['method']} {_pct(r['base_mean'])} / {_pct(r['new_mean'])} / {_pct(r['hm'])}"
-        for _, r in row_set.drop_duplicates(["method", "model", "pretrained"]).iterrows()
+        f"{r['label']} {_pct(r['base_mean'])} / {_pct(r['new_mean'])} / {_pct(r['hm'])}"
+        for _, r in row_set.drop_duplicates(["label"]).iterrows()
     ]
     return f"Base / New / HM accuracy (%) {where}, mean over seeds: " + "; ".join(parts) + "."
 
@@ -114,14 +123,14 @@ def draw_fewshot(table: pd.DataFrame) -> Figure:
 
 def caption_fewshot(table: pd.DataFrame) -> str:
     """One sentence: each method's accuracy at the largest number of shots."""
-    own = _own(table)
+    own = _with_labels(_own(table))
     average = own[own["dataset"] == "Average"]
     rows = average if not average.empty else own
     top = rows["shots"].max()
-    at_top = rows[rows["shots"] == top]
-    parts = [f"{r['method']} {r['acc_mean']:.2f}" for _, r in at_top.iterrows()]
-    zero = rows[rows["method"] == "zero-shot"]
-    lead = f"zero-shot {zero['acc_mean'].iloc[0]:.2f}; " if not zero.empty else ""
+    at_top = rows[(rows["shots"] == top) & (rows["method"] != "zero-shot")]
+    parts = [f"{r['label']} {r['acc_mean']:.2f}" for _, r in at_top.iterrows()]
+    zero = rows[rows["method"] == "zero-shot"].drop_duplicates(["label"])
+    lead = "".join(f"{r['label']} {r['acc_mean']:.2f}; " for _, r in zero.iterrows())
     where = "averaged over datasets" if not average.empty else f"on {rows['dataset'].iloc[0]}"
     return (
         f"Accuracy (%) against shots per class {where}, mean over seeds: {lead}at {top} shots " + "; ".join(parts) + "."
@@ -236,17 +245,23 @@ def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
 
 def caption_base_new_scatter(table: pd.DataFrame) -> str:
     """One sentence: which methods beat zero-shot on Base, on New, and on HM."""
-    own = _own(table)
+    own = _with_labels(_own(table))
     dataset = "Average" if (own["dataset"] == "Average").any() else own["dataset"].iloc[0]
-    rows = own[own["dataset"] == dataset].set_index("method")
-    if "zero-shot" not in rows.index:
+    rows = own[own["dataset"] == dataset]
+    zero = rows[rows["method"] == "zero-shot"]
+    if zero.empty:
         return f"New against Base accuracy (%) on {dataset}; grey curves are constant harmonic mean."
-    zs = rows.loc["zero-shot"]
-    others = rows.drop(index="zero-shot")
-    above_hm = [m for m, r in others.iterrows() if pd.notna(r["hm"]) and r["hm"] > zs["hm"]]
-    below_new = [m for m, r in others.iterrows() if pd.notna(r["new_mean"]) and r["new_mean"] < zs["new_mean"]]
-    return (
-        f"New against Base accuracy (%) on {dataset}, grey curves at constant harmonic mean. "
-        f"Above zero-shot's HM ({zs['hm']:.2f}): {', '.join(above_hm) or 'none'}; "
-        f"below zero-shot on New ({zs['new_mean']:.2f}): {', '.join(below_new) or 'none'}."
-    )
+    sentences = [f"New against Base accuracy (%) on {dataset}, grey curves at constant harmonic mean."]
+    for _, zs in zero.iterrows():  # each method against the zero-shot of its own model and weights
+        others = rows[(rows["model"] == zs["model"]) & (rows["pretrained"] == zs["pretrained"])]
+        others = others[others["method"] != "zero-shot"]
+        above_hm = [r["label"] for _, r in others.iterrows() if pd.notna(r["hm"]) and r["hm"] > zs["hm"]]
+        below_new = [
+            r["label"] for _, r in others.iterrows() if pd.notna(r["new_mean"]) and r["new_mean"] < zs["new_mean"]
+        ]
+        name = "zero-shot's" if len(zero) == 1 else f"{zs['label']}'s"
+        sentences.append(
+            f"Above {name} HM ({zs['hm']:.2f}): {', '.join(above_hm) or 'none'}; "
+            f"below it on New ({zs['new_mean']:.2f}): {', '.join(below_new) or 'none'}."
+        )
+    return " ".join(sentences)

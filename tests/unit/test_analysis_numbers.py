@@ -297,3 +297,19 @@ def test_base2new_runs_of_different_shots_are_not_averaged_together(tmp_path):
     table = base2new_table(read_runs(tmp_path)).set_index("method")
     assert table.loc["clipfit (16 shots)", "base_mean"] == 81.0 and table.loc["clipfit (16 shots)", "seeds"] == 2
     assert table.loc["clipfit (4 shots)", "base_mean"] == 20.0
+
+
+def test_results_of_two_models_and_two_weights_draw_and_caption_apart(tmp_path):
+    from figures.results import caption_base2new, caption_base_new_scatter, draw_base2new, draw_base_new_scatter
+
+    for model, pretrained, base in (("ViT-B-16", "openai", 80.0), ("ViT-B-16", "laion2b", 70.0), ("RN50", "openai", 60.0)):
+        _write_result(tmp_path, f"{model}/{pretrained}", dataset="dtd", setting="base2new", shots=16, seed=1,
+                      model=model, pretrained=pretrained, reg_weight=8.0, metrics=_b2n(base, 50.0),
+                      zero_shot=_b2n(40.0, 45.0))  # fmt: skip
+    table = base2new_table(read_runs(tmp_path))
+    draw_base2new(table)
+    draw_base_new_scatter(table)  # one zero-shot per model and weights: no ambiguous lookups
+    caption = caption_base2new(table)
+    assert "clipfit · ViT-B-16 (openai) 80.00" in caption and "clipfit · ViT-B-16 (laion2b) 70.00" in caption
+    assert "clipfit · RN50 (openai) 60.00" in caption
+    assert caption_base_new_scatter(table).count("Above zero-shot · ") == 3
