@@ -302,7 +302,8 @@ def test_base2new_runs_of_different_shots_are_not_averaged_together(tmp_path):
 def test_results_of_two_models_and_two_weights_draw_and_caption_apart(tmp_path):
     from figures.results import caption_base2new, caption_base_new_scatter, draw_base2new, draw_base_new_scatter
 
-    for model, pretrained, base in (("ViT-B-16", "openai", 80.0), ("ViT-B-16", "laion2b", 70.0), ("RN50", "openai", 60.0)):
+    runs = (("ViT-B-16", "openai", 80.0), ("ViT-B-16", "laion2b", 70.0), ("RN50", "openai", 60.0))
+    for model, pretrained, base in runs:
         _write_result(tmp_path, f"{model}/{pretrained}", dataset="dtd", setting="base2new", shots=16, seed=1,
                       model=model, pretrained=pretrained, reg_weight=8.0, metrics=_b2n(base, 50.0),
                       zero_shot=_b2n(40.0, 45.0))  # fmt: skip
