@@ -8,6 +8,7 @@ scikit-learn, the figure modules) happen inside the functions that need them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -342,6 +343,8 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
     reg_weight = cfg.optim.reg_weight if opts.reg_weight is None else opts.reg_weight
     classnames = list(data.train_subset.classnames)
     tokens = class_tokens(bundle.tokenizer, model, data.template, classnames).to(device)
+    head = bundle.head if source is not None else None  # CoOp's context, CLIP-Adapter's adapter: as trained
+    class_inputs = head.class_inputs(bundle.tokenizer, model, data.template, classnames) if head else tokens
     if source is not None:
         apply_checkpoint(model, source.ckpt, "init", model_name=bundle.name)
     with torch.no_grad():
@@ -356,7 +359,9 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
     else:
         pool = data.val if opts.split == "val" else data.train_subset.relabel(data.dataset.test)
         batches = _eval_batches(cap_samples(pool, batch_size * opts.batches), data, bundle.preprocess, batch_size)
-    sums, used = measure_grad_sums(model, names, batches, tokens, t0, reg_weight, device, total=opts.batches)
+    sums, used = measure_grad_sums(
+        model, names, batches, class_inputs, t0, reg_weight, device, total=opts.batches, head=head
+    )
     numel = {n: p.numel() for n, p in model.named_parameters()}
     table = grad_sum_table(sums, numel, recipe_names, used)
 
@@ -451,7 +456,8 @@ def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
     samples, classnames, subset = _test_samples(data, opts.subset, opts.max_classes, opts.max_images)
     bundle = _trained_model(source, opts.pretrained, device)
     args = (samples, data.dataset.reader, bundle.preprocess, device, opts.batch_size, False)
-    tuned, labels = image_states(bundle.model, *args, desc="features (fine-tuned)")
+    with_head = functools.partial(bundle.head.encode_images, bundle.model)  # e.g. CLIP-Adapter's adapter
+    tuned, labels = image_states(bundle.model, *args, desc="features (fine-tuned)", encode=with_head)
     apply_checkpoint(bundle.model, source.ckpt, "init", model_name=bundle.name)
     zero, _ = image_states(bundle.model, *args, desc="features (zero-shot)")
     features = {"zero-shot": zero["output"].numpy(), "fine-tuned": tuned["output"].numpy()}
@@ -494,13 +500,15 @@ def run_rep_change(opts: RepChangeOptions, common: Common) -> list[ReportFigure]
     bundle = _trained_model(source, opts.pretrained, device)
     tokens = class_tokens(bundle.tokenizer, bundle.model, data.template, data.dataset.classnames)
 
-    def states(desc: str) -> dict[str, dict[str, torch.Tensor]]:
+    def states(desc: str, encode=None) -> dict[str, dict[str, torch.Tensor]]:
         image, _ = image_states(
-            bundle.model, samples, data.dataset.reader, bundle.preprocess, device, opts.batch_size, True, desc
+            bundle.model, samples, data.dataset.reader, bundle.preprocess, device, opts.batch_size, True, desc, encode
         )
         return {"image": image, "text": text_states(bundle.model, tokens)}
 
-    after = states("hidden states (fine-tuned)")
+    # the fine-tuned image output goes through the recipe's head (CLIP-Adapter's adapter); the text
+    # tower is measured on the template prompts, which a CoOp context does not change
+    after = states("hidden states (fine-tuned)", functools.partial(bundle.head.encode_images, bundle.model))
     apply_checkpoint(bundle.model, source.ckpt, "init", model_name=bundle.name)
     before = states("hidden states (pretrained)")
     table = rep_change(before, after)

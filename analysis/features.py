@@ -89,9 +89,13 @@ def image_states(
     batch_size: int = 256,
     blocks: bool = True,
     desc: str = "image features",
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Pooled hidden state of every image block (keys "0", "1", ...) and the L2-normalised image
-    feature (key "output"), for ``samples`` in order; plus their labels."""
+    feature (key "output"), for ``samples`` in order; plus their labels.
+
+    ``encode`` makes the output feature from a batch (a recipe head's ``encode_images``, e.g. with
+    CLIP-Adapter's adapter); ``model.encode_image`` by default."""
     visual = image_tower(model)
     transformer = visual.transformer
     pool_type = getattr(visual, "pool_type", "tok")
@@ -109,7 +113,7 @@ def image_states(
     try:
         with recording(image_blocks(model) if blocks else {}, pool) as states:
             for images, targets in tqdm(loader, desc=desc, disable=None, leave=False):
-                outputs.append(F.normalize(model.encode_image(images.to(device)).float(), dim=-1).cpu())
+                outputs.append(F.normalize((encode or model.encode_image)(images.to(device)).float(), dim=-1).cpu())
                 labels.append(targets)
     finally:
         model.train(was_training)

@@ -31,9 +31,9 @@ from analysis.errors import AnalysisError
 from analysis.schemas import GRAD_STEPS, GRAD_SUMS, conform
 from analysis.tables import layer_frame
 from clipfit.engine import train_mode
+from clipfit.heads import ClipHead
 from clipfit.losses import clipfit_loss
 from clipfit.recipes import image_biases, image_layernorms, select, text_biases, text_layernorms
-from clipfit.text import encode_text
 
 
 def candidate_names(model: nn.Module, recipe: str, all_candidates: bool) -> list[str]:
@@ -87,6 +87,7 @@ def measure_grad_sums(
     reg_weight: float,
     device: torch.device,
     total: int | None = None,
+    head: ClipHead | None = None,
 ) -> tuple[dict[str, float], int]:
     """Sum of squared gradients of the ClipFit loss for each tensor in ``names`` over ``batches``.
 
@@ -94,8 +95,11 @@ def measure_grad_sums(
     ``requires_grad`` flags are restored afterwards. The model runs in training mode, as in training.
 
     Args:
-        tokens: class prompt tokens of the label space the batch labels index.
-        t0: pretrained text features of those prompts (needed when ``reg_weight`` > 0).
+        tokens: what ``head.class_inputs`` made for the label space the batch labels index (the
+            class prompt tokens for plain CLIP).
+        t0: pretrained text features of the template prompts (needed when ``reg_weight`` > 0).
+        head: the recipe's head (CoOp's context, CLIP-Adapter's adapter), as in training; plain
+            CLIP when None.
 
     Returns:
         (name -> grad_sq_sum, number of batches used).
@@ -114,11 +118,12 @@ def measure_grad_sums(
         for name, param in params.items():
             param.requires_grad_(name in wanted)
         train_mode(model)
+        head = head or ClipHead()
         tokens = tokens.to(device)
         for images, labels in tqdm(batches, desc="gradients", total=total, disable=None, leave=False):
             images, labels = images.to(device), labels.to(device)
-            image_features = F.normalize(model.encode_image(images), dim=-1)
-            text_features = encode_text(model, tokens, normalize=True)
+            image_features = F.normalize(head.encode_images(model, images), dim=-1)
+            text_features = F.normalize(head.encode_classes(model, tokens), dim=-1)
             parts = clipfit_loss(image_features, text_features, labels, model.logit_scale, t0, reg_weight)
             grads = torch.autograd.grad(parts.loss, chosen, allow_unused=True)
             sums += torch.stack(

@@ -225,3 +225,27 @@ def test_bad_input_is_a_clear_error(tiny_run, tmp_path, capsys):
 
     assert main(["report", str(empty), "--out", str(tmp_path / "x")]) == 2
     assert "no checkpoint in" in capsys.readouterr().err
+
+
+def _head_run(tiny_run, recipe: str) -> Path:
+    run_dir, weights = tiny_run
+    out = run_dir.parents[4] / "heads" / recipe
+    if not (out / "results.json").is_file():
+        argv = ["--dataset", "shapes", "--model", "clipfit-tiny", "--pretrained", weights, "--shots", "2"]
+        argv += ["--recipe", recipe, "--epochs", "3", "--warmup-epochs", "0", "--lr", "1.0", "--max-eval-images", "32"]
+        assert train.main([*argv, "--run-dir", str(out), "-q"]) == 0
+    return out
+
+
+def test_analyses_of_a_head_recipe_go_through_its_head(tiny_run, tmp_path):
+    # CLIP-Adapter changes no tower weight: every block is unchanged (CKA 1) and only the output
+    # feature, which goes through the adapter, moved
+    adapter = _head_run(tiny_run, "clip-adapter")
+    assert main(["rep-change", str(adapter), "--max-images", "32", "--out", str(tmp_path / "rc")]) == 0
+    image = pd.read_csv(tmp_path / "rc" / "rep_change.csv").query("tower == 'image'").set_index("position")["cka"]
+    assert (image.drop("output") > 1 - 1e-9).all() and image["output"] < 1 - 1e-6  # without the adapter: 1.0
+    # CoOp: the loss of grad-sums goes through the learned context, so the context has a gradient
+    coop = _head_run(tiny_run, "coop")
+    assert main(["grad-sums", str(coop), "--batches", "1", "--out", str(tmp_path / "gs")]) == 0
+    table = pd.read_csv(tmp_path / "gs" / "grad_sums.csv").set_index("name")
+    assert table.loc[table["in_recipe"], "grad_sq_sum"].gt(0).all()
