@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from clipfit.data.base import ImageReader, Sample
+from clipfit.data.base import DataError, ImageReader, Sample
 from clipfit.data.loaders import eval_loader
 from clipfit.data.sampling import ClassSubset
 from clipfit.heads import ClipHead
@@ -99,7 +99,12 @@ def subset_accuracy(
     counts = torch.tensor([correct_count(feats, labels, class_features.float()), len(labels)], device=device)
     all_reduce_sum(counts)
     model.train(was_training)
-    return 100.0 * counts[0].item() / max(1, counts[1].item())
+    if counts[1].item() == 0:  # an accuracy of nothing is not 0%: it would enter HM and tables as a result
+        raise DataError(
+            f"no test images in label space '{subset.name}' ({len(subset.labels)} classes): every class needs test "
+            "images (a folder:/csv: dataset's test split, or a larger --max-eval-images)"
+        )
+    return 100.0 * counts[0].item() / counts[1].item()
 
 
 def summarise(accuracies: dict[str, float]) -> dict[str, float]:

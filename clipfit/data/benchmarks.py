@@ -284,7 +284,7 @@ EUROSAT_RENAMES = {
 # ---------------------------------------------------------------------------- ImageNet class names
 @cache
 def _wnids(name: str) -> tuple[str, ...]:
-    text = resources.files("clipfit.data").joinpath("info", name).read_text()
+    text = resources.files("clipfit.data").joinpath("info", name).read_text(encoding="utf-8")
     return tuple(text.split())
 
 
@@ -306,7 +306,7 @@ def imagenet_r_wnids() -> tuple[str, ...]:
 def read_classnames_txt(path: Path) -> dict[str, str]:
     """CoOp's ``classnames.txt``: ``<wnid> <class name>`` lines, in file order."""
     names: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
@@ -417,7 +417,8 @@ def _split_class_folders(ignored: tuple[str, ...] = ()) -> RandomSplit:
 def _text_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"--make-split needs {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def _split_pets(folder: Path, image_dir: Path, rng: random.Random):
@@ -463,7 +464,7 @@ def _split_flowers(folder: Path, image_dir: Path, rng: random.Random):
     names_file = folder / "cat_to_name.json"
     if not names_file.is_file():
         raise DataError(f"--make-split needs {names_file}")
-    lab2cname = json.loads(names_file.read_text())
+    lab2cname = json.loads(names_file.read_text(encoding="utf-8"))
     groups: dict[int, list[Sample]] = {}
     for i, label in enumerate(labels):
         label = int(label)
@@ -627,13 +628,13 @@ def load_fgvc_aircraft(root: Path | None, options: LoadOptions) -> Dataset:
     folder = dataset_folder(layout, root)
     image_dir = _require(layout, root, folder / "images", "image folder")
     variants_file = _require(layout, root, folder / "variants.txt")
-    classnames = [line.strip() for line in variants_file.read_text().splitlines() if line.strip()]
+    classnames = [line.strip() for line in variants_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     cname2lab = {c: i for i, c in enumerate(classnames)}
     splits = {}
     for split in ("train", "val", "test"):
         path = _require(layout, root, folder / f"images_variant_{split}.txt")
         items = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             imname, _, variant = line.strip().partition(" ")
@@ -721,15 +722,8 @@ def load_imagenetv2(root: Path | None, options: LoadOptions) -> Dataset:
     layout = LAYOUTS["imagenetv2"]
     folder = dataset_folder(layout, root)
     image_dir = _require(layout, root, folder / "imagenetv2-matched-frequency-format-val", "image folder")
-    text_file = folder / "classnames.txt"
-    if text_file.is_file():
-        names, source = list(read_classnames_txt(text_file).values()), str(text_file)
-        if len(names) != 1000:
-            raise DataError(f"{text_file} has {len(names)} class names; ImageNetV2 needs the 1,000 of ImageNet")
-    else:
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        names, source = list(IMAGENET_CLASSNAMES), "open_clip IMAGENET_CLASSNAMES"
+    # label k is ImageNet's k-th class in sorted-wnid order, whatever the order of classnames.txt
+    names, source = imagenet_classnames(folder, imagenet_wnids())
     folders = _subfolders(image_dir)
     bad = [f for f in folders if not (f.isdigit() and int(f) < 1000)]
     if bad:

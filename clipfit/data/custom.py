@@ -76,7 +76,7 @@ def read_classnames_file(path: str | Path, expected: int | None = None) -> list[
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"class-name file {path} not found (--classnames: one class name per line, label order)")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if expected is not None and len(names) != expected:
         raise DataError(f"class-name file {path} has {len(names)} names for {expected} classes")
     return names
@@ -173,7 +173,7 @@ def load_csv(file: Path, options: LoadOptions) -> Dataset:
     name = f"csv:{file}"
     if not file.is_file():
         raise DataError(f"{name}: no such file. A CSV dataset looks like\n{CSV_FORMAT}")
-    with file.open(newline="") as f:
+    with file.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets start UTF-8 CSVs with a BOM
         rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(f"{name} is empty. A CSV dataset looks like\n{CSV_FORMAT}")
@@ -193,6 +193,13 @@ def load_csv(file: Path, options: LoadOptions) -> Dataset:
         if "split" in cells and cells["split"] not in SPLITS:
             raise DataError(f"{file} line {number}: split {cells['split']!r} is not one of train, val, test")
         records.append((number, cells))
+    seen: dict[str, int] = {}
+    for number, cells in records:  # one image twice could land in train and test (or under two labels)
+        if cells["path"] in seen:
+            raise DataError(
+                f"{file} lines {seen[cells['path']]} and {number} both list {cells['path']!r}; each image once"
+            )
+        seen[cells["path"]] = number
     raw = [cells["label"] for _, cells in records]
     if all(label.lstrip("-").isdigit() for label in raw):
         if not options.classnames:

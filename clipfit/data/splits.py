@@ -50,9 +50,15 @@ def write_json_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
+    except UnicodeEncodeError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        bad = text[max(0, exc.start - 40) : exc.end + 40].strip()
+        raise DataError(
+            f"cannot write {path}: a file or class name is not valid UTF-8 (near {bad!r}); rename it"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -74,7 +80,7 @@ def write_split_file(path: Path, splits: dict[str, Sequence[Sample]]) -> None:
 def read_split_file(path: Path, keys: Iterable[str] = SPLITS) -> dict[str, list[Sample]]:
     """The entries of a split (or few-shot) file; a malformed file is named with what is wrong."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read split file {path}: {exc}") from exc
     except json.JSONDecodeError as exc:

@@ -105,6 +105,11 @@ def test_imagenetv2_folders_are_imagenet_labels(tmp_path):
         ("1", 1, IMAGENET_CLASSNAMES[1]),
         ("999", 999, IMAGENET_CLASSNAMES[999]),
     }
+    # a classnames.txt in another line order still names label k after ImageNet's k-th (sorted) wnid
+    folder = tmp_path / "imagenetv2"
+    lines = [f"{w} {n}" for w, n in zip(benchmarks.imagenet_wnids(), IMAGENET_CLASSNAMES, strict=True)]
+    (folder / "classnames.txt").write_text("\n".join(reversed(lines)) + "\n")
+    assert load_dataset("imagenetv2", tmp_path).classnames == list(IMAGENET_CLASSNAMES)
 
 
 def test_embedded_wnid_lists():

@@ -104,6 +104,9 @@ def test_csv_with_class_names_and_a_split_column(tmp_path):
     assert dataset.classnames == ["golden_retriever", "tabby_cat"]
     assert [len(dataset.train), len(dataset.val), len(dataset.test)] == [2, 2, 2]
     assert dataset.reader(dataset.test[0].path).size == (8, 8)
+    # the same file saved by a spreadsheet as "CSV UTF-8" starts with a byte-order mark
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_dataset(f"csv:{path}").classnames == ["golden_retriever", "tabby_cat"]
 
 
 def test_csv_with_integer_labels_needs_a_class_name_file(tmp_path):
@@ -124,6 +127,9 @@ def test_csv_with_integer_labels_needs_a_class_name_file(tmp_path):
 def test_csv_errors_name_the_line(tmp_path):
     path = _csv(tmp_path, "path,label,split\nimgs/tabby_cat/img000.jpg,cat,holdout\n")
     with pytest.raises(DataError, match="line 2: split 'holdout' is not one of train, val, test"):
+        load_dataset(f"csv:{path}")
+    path.write_text("path,label\nimgs/tabby_cat/img000.jpg,cat\nimgs/tabby_cat/img000.jpg,dog\n")
+    with pytest.raises(DataError, match=r"lines 2 and 3 both list 'imgs/tabby_cat/img000\.jpg'"):
         load_dataset(f"csv:{path}")
     path.write_text("imgs/tabby_cat/img000.jpg\n")
     with pytest.raises(DataError, match="line 1: expected columns path,label"):
