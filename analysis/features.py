@@ -24,7 +24,7 @@ from clipfit.data.base import ImageReader, Sample
 from clipfit.data.loaders import eval_loader
 from clipfit.models import PreprocessSpec
 from clipfit.recipes import image_tower
-from clipfit.text import encode_text, text_module
+from clipfit.text import _eos_id, encode_text, text_module
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 
@@ -129,7 +129,7 @@ def text_states(model: nn.Module, tokens: torch.Tensor, chunk: int = 256) -> dic
     module = text_module(model)
     transformer = module.transformer
     pool_type = getattr(module, "text_pool_type", None) or getattr(module, "pool_type", "argmax")
-    eos_id = getattr(module, "text_eos_id", None)
+    eos_id = _eos_id(module)  # open_clip keeps it as text_eos_id on CLIP, eos_id on a TextTransformer
     device = next(model.parameters()).device
     current: dict[str, torch.Tensor] = {}
 

@@ -123,7 +123,7 @@ def tsne_tables(
                 "classes": len(np.unique(labels)),
                 "silhouette": silhouette(feats, labels),
                 "knn_acc": knn_accuracy(feats, labels, k),
-                "k": k,
+                "k": max(1, min(k, len(labels) - 1)),  # what knn_accuracy used
             }
         )
     return conform(pd.concat(points, ignore_index=True), TSNE), conform(pd.DataFrame(metrics), TSNE_METRICS)
