@@ -41,13 +41,18 @@ def _with_labels(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(label=[label(r) for _, r in table.iterrows()])
 
 
+def _methods_and_palette(labelled: pd.DataFrame) -> tuple[list[str], dict[str, object]]:
+    """The labels of a labelled table in first-seen order, and one colour for each."""
+    methods = list(dict.fromkeys(labelled["label"]))
+    return methods, dict(zip(methods, colours(len(methods)), strict=True))
+
+
 def draw_base2new(table: pd.DataFrame) -> Figure:
     """Base, New and HM per dataset (and the Average), one bar per method."""
     require(table, "results_base2new")
     own = _with_labels(_own(table))
     datasets = list(dict.fromkeys(own["dataset"]))
-    methods = list(dict.fromkeys(own["label"]))
-    palette = dict(zip(methods, colours(len(methods)), strict=True))
+    methods, palette = _methods_and_palette(own)
     width = 0.8 / len(methods)
     with styled():
         fig = new_figure(max(6.0, 1.1 * len(datasets) * 3), 3.4)
@@ -92,8 +97,7 @@ def draw_fewshot(table: pd.DataFrame) -> Figure:
     require(table, "results_fewshot")
     own = _with_labels(_own(table))
     datasets = list(dict.fromkeys(own["dataset"]))
-    methods = list(dict.fromkeys(own["label"]))
-    palette = dict(zip(methods, colours(len(methods)), strict=True))
+    methods, palette = _methods_and_palette(own)
     shots = sorted(own["shots"].unique())
     cols = min(4, len(datasets))
     rows = math.ceil(len(datasets) / cols)
@@ -205,8 +209,7 @@ def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
     own = _with_labels(_own(table))
     dataset = "Average" if (own["dataset"] == "Average").any() else own["dataset"].iloc[0]
     rows = own[own["dataset"] == dataset]
-    methods = list(dict.fromkeys(rows["label"]))
-    palette = dict(zip(methods, colours(len(methods)), strict=True))
+    _, palette = _methods_and_palette(rows)
     with styled():
         fig = new_figure(7.0, 4.4)
         ax = fig.subplots()
