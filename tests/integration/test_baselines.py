@@ -117,7 +117,7 @@ def test_zero_shot_recipe_trains_nothing(tmp_path):
     assert _reevaluate(run_dir) == results["metrics"]
 
 
-def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkeypatch):
+def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkeypatch, capsys):
     seen: list[str] = []
     original = linear_probe._features
 
@@ -137,6 +137,7 @@ def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkey
     assert _reevaluate(run_dir) == results["metrics"]
     # its classifier knows only the base classes: transfer to another dataset is refused, not faked
     assert eval_cli.main(["--checkpoint", str(run_dir), "--datasets", "shapes-pretrain", "-q"]) == 2
+    assert "is a linear probe: its classifier is tied to the shapes classes" in capsys.readouterr().err
 
 
 def test_transfer_evaluates_through_the_recipes_head(tmp_path):

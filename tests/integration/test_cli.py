@@ -41,6 +41,10 @@ def test_template_without_a_slot_is_refused(capsys):
 def test_bad_numbers_are_refused(capsys):
     assert train.main(["--epochs", "0", "--dry-run"]) == 2
     assert "epochs must be at least 1" in capsys.readouterr().err
+    assert train.main(["--checkpoint-every", "0", "--dry-run"]) == 2
+    assert "checkpoint every must be at least 1, got 0" in capsys.readouterr().err
+    assert train.main(["--dry-run", "--device", "gpu"]) == 2
+    assert "unknown device 'gpu'; expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from clipfit.data import shapes
 from clipfit.data.registry import load_dataset
@@ -61,3 +62,10 @@ def test_pretraining_draws_classes_in_a_fixed_cell_order():
     cells = [shapes.CLASS_CELLS[label] for label in order]
     assert all(sum(cell) % 2 == 0 for cell in cells[:32]) and all(sum(cell) % 2 == 1 for cell in cells[32:])
     assert cells[:3] == [(0, 0), (0, 2), (0, 4)] and cells[32] == (0, 1)
+
+
+def test_remeasure_needs_an_existing_weights_file(tmp_path):
+    from clipfit.pretrain_shapes import main
+
+    with pytest.raises(SystemExit, match="--remeasure: no weights file at"):
+        main(["--remeasure", "--out", str(tmp_path / "missing.safetensors")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,12 @@ def test_user_dataset_names_are_absolute_and_their_run_folders_short(tmp_path, m
     assert canonical_name("folder:pets") == f"folder:{tmp_path / 'pets'}"
     assert dataset_slug(canonical_name("folder:pets")) == "folder-pets"
     assert dataset_slug("csv:/data/my.labels.csv") == "csv-my.labels"
+
+
+def test_a_file_name_that_is_not_utf8_is_named_in_a_data_error(tmp_path, clipfit_cache):
+    # bytes that are not UTF-8 come back from the file system as surrogates; the split file is UTF-8
+    root = _folder(tmp_path / "odd", n=4)
+    name = os.fsdecode(b"bad\xff.jpg")
+    (root / "tabby_cat" / "img000.jpg").rename(root / "tabby_cat" / name)
+    with pytest.raises(DataError, match=r"is not valid UTF-8 .*rename it"):
+        load_dataset(f"folder:{root}")
