@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 from torch import nn
 from tqdm import tqdm
 
 from clipfit.data.base import ImageReader, Sample
 from clipfit.data.loaders import eval_loader
 from clipfit.models import PreprocessSpec
-from clipfit.recipes import image_tower
-from clipfit.text import _eos_id, encode_text, text_module
+from clipfit.towers import block_output_pool, encode_text
+from clipfit.towers import image_blocks as _image_blocks
+from clipfit.towers import text_blocks as _text_blocks
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,28 +55,14 @@ def recording(modules: Mapping[str, nn.Module], pool: Pool) -> Iterator[dict[str
             handle.remove()
 
 
-def _blocks(transformer: nn.Module) -> list[nn.Module]:
-    blocks = getattr(transformer, "resblocks", None)
-    if blocks is None:
-        raise TypeError(f"{type(transformer).__name__} has no resblocks; rep-change needs open_clip transformer towers")
-    return list(blocks)
-
-
-def _batch_first(transformer: nn.Module, out: torch.Tensor) -> torch.Tensor:
-    return out if getattr(transformer, "batch_first", True) else out.transpose(0, 1)
-
-
 def image_blocks(model: nn.Module) -> dict[str, nn.Module]:
     """``"0"``, ``"1"``, ... -> the residual blocks of the image tower."""
-    return {str(i): block for i, block in enumerate(_blocks(image_tower(model).transformer))}
+    return {str(i): block for i, block in enumerate(_image_blocks(model))}
 
 
 def text_blocks(model: nn.Module) -> dict[str, nn.Module]:
     """``"0"``, ``"1"``, ... -> the residual blocks of the text tower."""
-    module = text_module(model)
-    if module is None:
-        raise TypeError(f"{type(model).__name__}'s text tower is not an open_clip text transformer")
-    return {str(i): block for i, block in enumerate(_blocks(module.transformer))}
+    return {str(i): block for i, block in enumerate(_text_blocks(model))}
 
 
 @torch.no_grad()
@@ -96,15 +82,7 @@ def image_states(
 
     ``encode`` makes the output feature from a batch (a recipe head's ``encode_images``, e.g. with
     CLIP-Adapter's adapter); ``model.encode_image`` by default."""
-    visual = image_tower(model)
-    transformer = visual.transformer
-    pool_type = getattr(visual, "pool_type", "tok")
-
-    def pool(out: torch.Tensor) -> torch.Tensor:
-        out = _batch_first(transformer, out)
-        if pool_type == "tok":
-            return out[:, 0]
-        return out[:, 1:].mean(dim=1) if pool_type == "avg" else out.mean(dim=1)
+    pool = block_output_pool(model, "image")
 
     was_training = model.training
     model.eval()
@@ -126,16 +104,12 @@ def image_states(
 def text_states(model: nn.Module, tokens: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
     """Pooled (end-of-text) hidden state of every text block and the L2-normalised text feature
     ("output") for each row of ``tokens``."""
-    module = text_module(model)
-    transformer = module.transformer
-    pool_type = getattr(module, "text_pool_type", None) or getattr(module, "pool_type", "argmax")
-    eos_id = _eos_id(module)  # open_clip keeps it as text_eos_id on CLIP, eos_id on a TextTransformer
     device = next(model.parameters()).device
     current: dict[str, torch.Tensor] = {}
+    pool_block = block_output_pool(model, "text")
 
     def pool(out: torch.Tensor) -> torch.Tensor:
-        out = _batch_first(transformer, out)
-        return text_global_pool(out, current["tokens"], pool_type, eos_token_id=eos_id)
+        return pool_block(out, current["tokens"])
 
     was_training = model.training
     model.eval()

@@ -23,17 +23,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from analysis.errors import AnalysisError
 from analysis.schemas import GRAD_STEPS, GRAD_SUMS, conform
 from analysis.tables import layer_frame
-from clipfit.engine import train_mode
-from clipfit.heads import ClipHead
-from clipfit.losses import clipfit_loss
-from clipfit.recipes import image_biases, image_layernorms, select, text_biases, text_layernorms
+from clipfit import towers
+from clipfit.objective import Objective
+from clipfit.recipes import select
 
 
 def candidate_names(model: nn.Module, recipe: str, all_candidates: bool) -> list[str]:
@@ -41,7 +39,7 @@ def candidate_names(model: nn.Module, recipe: str, all_candidates: bool) -> list
     in model order."""
     chosen = set(select(model, recipe))
     if all_candidates:
-        for rule in (image_biases, text_biases, image_layernorms, text_layernorms):
+        for rule in (towers.image_biases, towers.text_biases, towers.image_layernorms, towers.text_layernorms):
             chosen.update(rule(model))
     return [n for n, _ in model.named_parameters() if n in chosen]
 
@@ -79,31 +77,28 @@ def gradient_steps(records: Iterable[Mapping], checkpoint: str = "") -> pd.DataF
 
 
 def measure_grad_sums(
-    model: nn.Module,
+    objective: Objective,
     names: Sequence[str],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    tokens: torch.Tensor,
-    t0: torch.Tensor | None,
-    reg_weight: float,
     device: torch.device,
     total: int | None = None,
-    head: ClipHead | None = None,
 ) -> tuple[dict[str, float], int]:
-    """Sum of squared gradients of the ClipFit loss for each tensor in ``names`` over ``batches``.
+    """Sum of squared gradients of the training objective for each tensor in ``names`` over ``batches``.
 
     Only ``names`` require gradients during the pass (frozen weights get none); the previous
     ``requires_grad`` flags are restored afterwards. The model runs in training mode, as in training.
 
     Args:
-        tokens: what ``head.class_inputs`` made for the label space the batch labels index (the
-            class prompt tokens for plain CLIP).
-        t0: pretrained text features of the template prompts (needed when ``reg_weight`` > 0).
-        head: the recipe's head (CoOp's context, CLIP-Adapter's adapter), as in training; plain
-            CLIP when None.
+        objective: the run's objective (its head, class inputs, t0 and lambda), built with
+            :meth:`clipfit.objective.Objective.build` at the pretrained values with ``names`` as the
+            trained tensors (so the features of each tower that holds one carry a graph).
+        names: the tensors to measure.
+        batches: (images, labels) with labels indexing the objective's label space.
 
     Returns:
         (name -> grad_sq_sum, number of batches used).
     """
+    model = objective.model
     params = dict(model.named_parameters())
     unknown = [n for n in names if n not in params]
     if unknown:
@@ -117,14 +112,9 @@ def measure_grad_sums(
     try:
         for name, param in params.items():
             param.requires_grad_(name in wanted)
-        train_mode(model)
-        head = head or ClipHead()
-        tokens = tokens.to(device)
+        towers.train_mode(model)
         for images, labels in tqdm(batches, desc="gradients", total=total, disable=None, leave=False):
-            images, labels = images.to(device), labels.to(device)
-            image_features = F.normalize(head.encode_images(model, images), dim=-1)
-            text_features = F.normalize(head.encode_classes(model, tokens), dim=-1)
-            parts = clipfit_loss(image_features, text_features, labels, model.logit_scale, t0, reg_weight)
+            parts = objective.batch_loss(images.to(device), labels.to(device))
             grads = torch.autograd.grad(parts.loss, chosen, allow_unused=True)
             sums += torch.stack(
                 [

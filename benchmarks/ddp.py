@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,10 +35,10 @@ if __package__ in (None, ""):  # run as a script from a checkout: make the repos
 
 import clipfit.engine as engine
 from clipfit.config import OptimConfig
-from clipfit.engine import train_mode
 from clipfit.models import build_model
 from clipfit.recipes import apply_recipe
 from clipfit.runtime import ddp_summary, destroy_distributed, device_for, init_distributed, resolve_precision
+from clipfit.towers import train_mode
 
 COLLECTIVE_PREFIXES = ("gloo:", "nccl:")
 
@@ -75,10 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         model = copy.deepcopy(bundle.model)
         trained = apply_recipe(model, "clipfit")
         task = engine.TrainTask([], classnames, "a photo of a {}.", reader=None, crop_scale=(0.08, 1.0))
-        trainer = engine.Trainer(
-            model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1, device=device,
-            precision=precision, env=env,
-        )  # fmt: skip
+        settings = engine.TrainSettings(optim, seed=1, device=device, precision=precision)
+        trainer = engine.Trainer(replace(bundle, model=model), trained, task, settings, env=env)
         original, engine.wrap_ddp = engine.wrap_ddp, wrap
         try:
             state = trainer.prepare()

@@ -50,7 +50,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -71,12 +71,13 @@ from clipfit.config import OptimConfig
 from clipfit.data.base import Sample
 from clipfit.data.loaders import default_workers, eval_loader
 from clipfit.data.sampling import ClassSubset
-from clipfit.engine import Trainer, TrainTask, train_mode
+from clipfit.engine import Trainer, TrainSettings, TrainTask
 from clipfit.evaluate import subset_accuracy
 from clipfit.models import build_model
 from clipfit.prompts import make_prompts
 from clipfit.recipes import apply_recipe
 from clipfit.runtime import autocast, resolve_device, resolve_precision
+from clipfit.towers import train_mode
 
 TEMPLATE = "a photo of a {}."
 TARGETS = {"speedup": 2.0, "over_forward": 3.0, "eval": 1.0}
@@ -214,17 +215,16 @@ class ReleasedStep:
 def _trainer(bundle, model: nn.Module, recipe: str, classnames, optim: OptimConfig, device, precision, **options):
     trained = apply_recipe(model, recipe)
     task = TrainTask([], classnames, TEMPLATE, reader=None, crop_scale=(0.08, 1.0))
-    trainer = Trainer(
-        model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1, device=device,
-        precision=precision, **options,
-    )  # fmt: skip
+    settings = TrainSettings(optim, seed=1, device=device, precision=precision, **options)
+    trainer = Trainer(replace(bundle, model=model), trained, task, settings)
     state = trainer.prepare()
     train_mode(model)
     return trainer, state
 
 
 def _trainer_held(model: nn.Module, state) -> list[torch.Tensor]:
-    extra = [state.inputs, *state.init.values()] + ([state.t0] if state.t0 is not None else [])
+    objective = state.objective
+    extra = [objective.inputs, *state.init.values()] + ([objective.t0] if objective.t0 is not None else [])
     return model_tensors(model) + extra + optimizer_tensors(state.optimizer)
 
 
@@ -267,11 +267,11 @@ def build_variants(args, bundle, device, precision, images, labels) -> tuple[lis
 
     def forward_only():
         with torch.no_grad(), autocast(device, precision):
-            image, text = state.forward(images, state.inputs)
+            image, text = state.forward(images, state.objective.inputs)
             return model.logit_scale.exp() * image.float() @ text.float().T
 
     if "forward" in wanted:
-        variants.append(Variant("forward only", forward_only, lambda: [*model_tensors(model), state.inputs]))
+        variants.append(Variant("forward only", forward_only, lambda: [*model_tensors(model), state.objective.inputs]))
 
     for label, options in (("clipfit --compile", {"compile": True}), ("clipfit --grad-checkpointing", None)):
         if label.endswith("--compile") and not args.compile:
@@ -286,7 +286,7 @@ def build_variants(args, bundle, device, precision, images, labels) -> tuple[lis
         variants.append(
             Variant(label, lambda t=t, s=s: t.train_step(s, images, labels), lambda m=m, s=s: _trainer_held(m, s))
         )
-    info = {"cut_length": int(state.inputs.shape[1]), "full_length": int(full_tokens.shape[1])}
+    info = {"cut_length": int(state.objective.inputs.shape[1]), "full_length": int(full_tokens.shape[1])}
     del base
     return variants, info
 

@@ -14,9 +14,9 @@ Nothing here unpickles.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from clipfit.errors import ClipfitError
+from clipfit.files import atomic_write_bytes, atomic_write_text
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-META_FILE = "checkpoint.json"
 FORMAT = "clipfit-checkpoint/1"
 
 
@@ -50,30 +49,6 @@ class Checkpoint:
     def names(self) -> list[str]:
         """Trained tensor names in model order."""
         return list(self.meta.get("trained", self.final))
-
-
-def atomic_write_bytes(path: Path, write: callable) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` (same folder, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def rng_state() -> dict[str, Any]:
@@ -105,16 +80,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
-def save_checkpoint(
-    run_dir: str | Path,
+def write_checkpoint(
+    path: str | Path,
     init: dict[str, torch.Tensor],
     final: dict[str, torch.Tensor],
     meta: dict[str, Any],
     optim: dict[str, dict[str, torch.Tensor]] | None = None,
     rng: dict[str, Any] | None = None,
+    mirror: Path | None = None,
 ) -> Path:
-    """Write checkpoint.safetensors (+ checkpoint.json) atomically; returns the tensors file."""
-    run_dir = Path(run_dir)
+    """Write the checkpoint to ``path`` (and its metadata as JSON to ``mirror``) atomically; returns ``path``."""
+    path = Path(path)
     meta = {"format": FORMAT, **meta, "trained": list(final)}
     tensors = {f"init/{n}": t.detach().cpu().contiguous() for n, t in init.items()}
     tensors.update({f"final/{n}": t.detach().cpu().contiguous() for n, t in final.items()})
@@ -127,24 +103,17 @@ def save_checkpoint(
             tensors[f"rng/{key}"] = value.cpu().contiguous()
         else:
             header[f"rng/{key}"] = value
-    path = run_dir / CHECKPOINT_FILE
     atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-    atomic_write_text(run_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    if mirror is not None:
+        atomic_write_text(mirror, json.dumps(meta, indent=2) + "\n")
     return path
 
 
-def checkpoint_path(path: str | Path) -> Path:
-    """Accept a run directory or the checkpoint file itself."""
-    path = Path(path).expanduser()
-    return path / CHECKPOINT_FILE if path.is_dir() else path
-
-
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a clipfit checkpoint from a run directory or a ``checkpoint.safetensors`` file."""
-    file = checkpoint_path(path)
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a clipfit checkpoint file (``checkpoint.safetensors``)."""
+    file = Path(path).expanduser()
     if not file.is_file():
-        hint = " (the run has not finished an epoch yet?)" if file.parent.is_dir() else ""
-        raise CheckpointError(f"no clipfit checkpoint at {file}{hint}; expected a run directory of clipfit-train")
+        raise CheckpointError(f"no clipfit checkpoint at {file}")
     try:
         with safe_open(str(file), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -205,3 +174,23 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint, which: str = "final", m
     params = dict(model.named_parameters())
     for name, value in getattr(ckpt, which).items():
         params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+@contextmanager
+def checkpoint_values(
+    model: nn.Module, ckpt: Checkpoint, which: str = "init", model_name: str | None = None
+) -> Iterator[None]:
+    """The checkpoint's ``which`` tensors in the model while the body runs, the previous values after.
+
+    What evaluating or analysing "at the pretrained values" needs: ``with checkpoint_values(model,
+    ckpt, "init"): zero_shot = ...``; the fine-tuned values come back even when the body raises.
+    """
+    params = dict(model.named_parameters())
+    saved = {name: params[name].detach().clone() for name in getattr(ckpt, which) if name in params}
+    apply_checkpoint(model, ckpt, which, model_name)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                params[name].copy_(value)

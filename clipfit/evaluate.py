@@ -1,30 +1,49 @@
-"""Top-1 accuracy of zero-shot and fine-tuned models, and the base-to-new metrics.
+"""Top-1 accuracy of zero-shot and fine-tuned models over a run's label spaces.
 
 Base = accuracy on base test images among base classes; New = accuracy of the same model on new
 test images among new classes (new-class text features come from the fine-tuned text encoder);
-HM = 2BN / (B + N) (PAPER.md section 7). Accuracies are in percent.
+HM = 2BN / (B + N) (PAPER.md section 7; :mod:`clipfit.metrics`). Accuracies are in percent.
+Features come through the recipe's head; zero-shot numbers always use plain CLIP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from clipfit.data.base import DataError, ImageReader, Sample
-from clipfit.data.loaders import eval_loader
+from clipfit.config import RunConfig
+from clipfit.data.base import DataError, Dataset, ImageReader, Sample
+from clipfit.data.loaders import eval_loader, workers_for
+from clipfit.data.prepare import RunData
 from clipfit.data.sampling import ClassSubset
 from clipfit.heads import ClipHead
-from clipfit.models import PreprocessSpec
+from clipfit.metrics import summarise
+from clipfit.models import ModelBundle, PreprocessSpec
 from clipfit.runtime import DistEnv, all_reduce_sum, autocast
 
 
-def harmonic_mean(base: float, new: float) -> float:
-    """2BN / (B + N); 0 when both are 0."""
-    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+@dataclass(frozen=True)
+class EvalSettings:
+    """Where and how to evaluate (never changes an accuracy, except ``max_images``)."""
+
+    device: torch.device
+    precision: str = "fp32"  # autocast precision
+    batch_size: int = 256  # images per forward pass
+    num_workers: int | None = None  # DataLoader workers; None: none for generated data, else half the cores
+    max_images: int | None = None  # cap on test images per label space (quick checks; not comparable)
+    env: DistEnv = DistEnv()  # this process's shard under torchrun
+
+    @classmethod
+    def of(cls, cfg: RunConfig, device: torch.device, precision: str, env: DistEnv = DistEnv()) -> EvalSettings:
+        return cls(device, precision, cfg.eval_batch_size, cfg.data.num_workers, cfg.max_eval_images, env)
+
+    def workers(self, dataset: Dataset) -> int:
+        return workers_for(self.num_workers, dataset)
 
 
 def cap_samples(samples: Sequence[Sample], limit: int | None) -> list[Sample]:
@@ -107,9 +126,40 @@ def subset_accuracy(
     return 100.0 * counts[0].item() / counts[1].item()
 
 
-def summarise(accuracies: dict[str, float]) -> dict[str, float]:
-    """{"base": b, "new": n} -> {"base_acc", "new_acc", "hm"}; {"all": a} -> {"acc"}."""
-    if "all" in accuracies:
-        return {"acc": round(accuracies["all"], 4)}
-    base, new = accuracies["base"], accuracies["new"]
-    return {"base_acc": round(base, 4), "new_acc": round(new, 4), "hm": round(harmonic_mean(base, new), 4)}
+def evaluate_subsets(
+    bundle: ModelBundle,
+    dataset: Dataset,
+    subsets: Mapping[str, ClassSubset],
+    template: str,
+    settings: EvalSettings,
+    head: ClipHead | None = None,
+) -> dict[str, float]:
+    """Accuracy on the test images of every label space, as metrics (Base/New/HM or Acc), in percent.
+
+    ``head`` is the recipe's head (CoOp's context, CLIP-Adapter's adapter); plain CLIP when None.
+    """
+    accuracies = {}
+    for name, subset in subsets.items():
+        wanted = set(subset.labels)
+        test = cap_samples([s for s in dataset.test if s.label in wanted], settings.max_images)
+        accuracies[name] = subset_accuracy(
+            bundle.model,
+            bundle.tokenizer,
+            subset,
+            template,
+            test,
+            dataset.reader,
+            bundle.preprocess,
+            settings.device,
+            precision=settings.precision,
+            batch_size=settings.batch_size,
+            num_workers=settings.workers(dataset),
+            env=settings.env,
+            head=head,
+        )
+    return summarise(accuracies)
+
+
+def zero_shot_metrics(bundle: ModelBundle, data: RunData, settings: EvalSettings) -> dict[str, float]:
+    """CLIP itself (whatever head a recipe adds) on a run's label spaces, at the model's current values."""
+    return evaluate_subsets(bundle, data.dataset, data.subsets, data.template, settings, ClipHead())

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipfit.data.loaders import eval_loader, workers_for
+from clipfit.data.loaders import eval_loader
+from clipfit.data.prepare import RunData
 from clipfit.data.sampling import few_shot_split
 from clipfit.errors import ClipfitError
-from clipfit.evaluate import cap_samples, image_features
-from clipfit.runtime import DistEnv, all_reduce_sum
+from clipfit.evaluate import EvalSettings, cap_samples, image_features
+from clipfit.models import ModelBundle
+from clipfit.runtime import all_reduce_sum
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +70,10 @@ def search_c(
     return best_c, tried
 
 
-def _features(bundle, samples, reader, cfg, device, precision, workers) -> tuple[np.ndarray, np.ndarray]:
-    loader = eval_loader(samples, reader, bundle.preprocess, cfg.eval_batch_size, workers)
-    feats, labels = image_features(bundle.model, loader, device, precision, "probe features")
+def _features(bundle: ModelBundle, samples, dataset, settings: EvalSettings) -> tuple[np.ndarray, np.ndarray]:
+    workers = settings.workers(dataset)
+    loader = eval_loader(samples, dataset.reader, bundle.preprocess, settings.batch_size, workers)
+    feats, labels = image_features(bundle.model, loader, settings.device, settings.precision, "probe features")
     return feats.cpu().numpy(), labels.cpu().numpy()
 
 
@@ -84,18 +87,17 @@ def _val_samples(data, seed: int) -> list:
     return data.train_subset.relabel(val)
 
 
-def fit_linear_probe(bundle, data, cfg, device: torch.device, precision: str, env: DistEnv) -> dict[str, Any]:
+def fit_linear_probe(bundle: ModelBundle, data: RunData, settings: EvalSettings, seed: int) -> dict[str, Any]:
     """Fit the probe on the few-shot train images (C chosen on val) into ``bundle.model.probe``."""
-    workers = workers_for(cfg.data.num_workers, data.dataset)
-    train_x, train_y = _features(bundle, data.train, data.dataset.reader, cfg, device, precision, workers)
-    val = _val_samples(data, cfg.seed)
+    train_x, train_y = _features(bundle, data.train, data.dataset, settings)
+    val = _val_samples(data, seed)
     if not val:
         raise ClipfitError(f"the linear probe needs a validation split to choose C; {data.dataset.name} has none")
-    val_x, val_y = _features(bundle, val, data.dataset.reader, cfg, device, precision, workers)
+    val_x, val_y = _features(bundle, val, data.dataset, settings)
     if len(set(train_y.tolist())) < 2:
         raise ClipfitError("the linear probe needs at least two classes in the training images")
-    best_c, tried = search_c(train_x, train_y, val_x, val_y, seed=cfg.seed)
-    clf = _fit(train_x, train_y, best_c, cfg.seed)
+    best_c, tried = search_c(train_x, train_y, val_x, val_y, seed=seed)
+    clf = _fit(train_x, train_y, best_c, seed)
     n_classes = len(data.train_subset.classnames)
     weight = np.zeros((n_classes, train_x.shape[1]), dtype=np.float32)
     bias = np.zeros(n_classes, dtype=np.float32)
@@ -112,16 +114,16 @@ def fit_linear_probe(bundle, data, cfg, device: torch.device, precision: str, en
 
 
 @torch.no_grad()
-def evaluate_linear_probe(bundle, data, cfg, device: torch.device, precision: str, env: DistEnv) -> dict[str, Any]:
+def evaluate_linear_probe(bundle: ModelBundle, data: RunData, settings: EvalSettings) -> dict[str, Any]:
     """Probe accuracy on the training label space's test images; New/HM are None in base-to-new."""
-    subset = data.train_subset
+    subset, env, device = data.train_subset, settings.env, settings.device
     wanted = set(subset.labels)
-    test = subset.relabel(cap_samples([s for s in data.dataset.test if s.label in wanted], cfg.max_eval_images))
-    workers = workers_for(cfg.data.num_workers, data.dataset)
+    test = subset.relabel(cap_samples([s for s in data.dataset.test if s.label in wanted], settings.max_images))
+    workers = settings.workers(data.dataset)
     loader = eval_loader(
-        test, data.dataset.reader, bundle.preprocess, cfg.eval_batch_size, workers, env.rank, env.world_size
+        test, data.dataset.reader, bundle.preprocess, settings.batch_size, workers, env.rank, env.world_size
     )
-    feats, labels = image_features(bundle.model, loader, device, precision, "eval probe")
+    feats, labels = image_features(bundle.model, loader, device, settings.precision, "eval probe")
     probe = bundle.model.probe
     correct = (feats @ probe.weight.T.float() + probe.bias.float()).argmax(1).eq(labels).sum()
     counts = all_reduce_sum(torch.stack([correct.double(), torch.tensor(float(len(labels)), device=device)]))

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from clipfit.data import shapes
 from clipfit.models import build_model
 from clipfit.prompts import make_prompts
-from clipfit.text import cut_tokens, encode_text
+from clipfit.towers import cut_tokens, encode_text
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfit.errors import ConfigError
-from clipfit.text import cut_tokens, encode_text, supports_cut
+from clipfit.towers import cut_tokens, encode_text, supports_cut
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 # Per-dataset templates of CoOp / CLIPFit. Datasets not listed use DEFAULT_TEMPLATE.

@@ -201,3 +201,18 @@ def ddp_summary(ddp: DistributedDataParallel) -> str:
         return "DDP logging data unavailable"
     keys = ("num_parameter_tensors", "total_parameter_size_bytes", "bucket_sizes")
     return ", ".join(f"{k} {data.get(k)}" for k in keys)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's global generators for building a model and attaching its head, then put them back.
+
+    Random initialisation (``--pretrained none``, CoOp's random context, CLIP-Adapter's first layer)
+    is then the same in a run, its resumption and its re-evaluation from the checkpoint, and
+    training's own random streams are untouched.
+    """
+    device = torch.device(device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0 if seed is None else int(seed))
+        yield

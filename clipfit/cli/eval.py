@@ -15,21 +15,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from clipfit.checkpoint import apply_checkpoint
-from clipfit.cli.common import run_command, setup_logging
+from clipfit.checkpoint import checkpoint_values
 from clipfit.config import PRECISIONS
+from clipfit.console import results_table, run_command, setup_logging
+from clipfit.data.prepare import prepare_data
 from clipfit.data.registry import expand_names
-from clipfit.heads import ClipHead
-from clipfit.run import (
-    build_trained_model,
-    eval_targets,
-    evaluate_run,
-    evaluate_subsets,
-    load_run,
-    prepare_data,
-    results_table,
-)
+from clipfit.evaluate import EvalSettings, zero_shot_metrics
+from clipfit.methods import method_of
+from clipfit.recipes import get_recipe
+from clipfit.rundir import EVAL_DIR, checkpoint_file, load_run
 from clipfit.runtime import destroy_distributed, device_for, init_distributed, main_process_first, resolve_precision
+from clipfit.trained import build_trained_model
+from clipfit.transfer import eval_targets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         run_dir = Path(args.checkpoint).expanduser()
         if args.datasets:
-            out = Path(args.out) if args.out else (run_dir if run_dir.is_dir() else run_dir.parent) / "eval"
+            out = Path(args.out) if args.out else checkpoint_file(run_dir).parent / EVAL_DIR
             all_results = eval_targets(
                 run_dir,
                 expand_names(args.datasets),
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{r['dataset']:<16} acc {r['metrics']['acc']:6.2f}{zs}")
                 print(f"results: {out}/<dataset>/results.json")
             return 0
-        cfg, ckpt = load_run(run_dir)
+        cfg, ckpt, _ = load_run(run_dir)
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, value)
@@ -115,13 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         bundle = build_trained_model(ckpt, device, "final", args.model, args.pretrained)
         with main_process_first(env):  # few-shot draws and random splits are written once, then read
             data = prepare_data(cfg)
-        metrics = evaluate_run(bundle, data, cfg, device, precision, env)
+        settings = EvalSettings.of(cfg, device, precision, env)
+        metrics = method_of(get_recipe(cfg.recipe)).evaluate(bundle, data, settings)
         zero_shot = ckpt.meta.get("zero_shot")
         if zero_shot is None and not args.no_zero_shot:  # CLIP itself at the pretrained values
-            apply_checkpoint(bundle.model, ckpt, "init", model_name=bundle.name)
-            zero_shot = evaluate_subsets(
-                bundle, data.dataset, data.subsets, data.template, cfg, device, precision, env, ClipHead()
-            )
+            with checkpoint_values(bundle.model, ckpt, "init", model_name=bundle.name):
+                zero_shot = zero_shot_metrics(bundle, data, settings)
         if env.is_main:
             print(results_table({"recipe": cfg.recipe, "metrics": metrics, "zero_shot": zero_shot or metrics}))
         return 0

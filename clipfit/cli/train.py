@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import sys
 from pathlib import Path
 
-from clipfit.cli.common import run_command, setup_logging
 from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
+from clipfit.console import format_metrics, results_table, run_command, setup_logging
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
-from clipfit.engine import GRAD_CHECKPOINTING
 from clipfit.errors import ClipfitError, ConfigError
-from clipfit.evaluate import harmonic_mean
-from clipfit.recipes import RECIPES
-from clipfit.run import CONFIG_FILE, RunError, default_run_dir, format_metrics, results_table, train_run
+from clipfit.metrics import mean_over_seeds
+from clipfit.recipes import RECIPES, head_options
+from clipfit.run import train_run
+from clipfit.rundir import CONFIG_FILE, RunDir, RunError, default_run_dir
 from clipfit.runtime import DistEnv, destroy_distributed, init_distributed
+from clipfit.towers import GRAD_CHECKPOINTING
 
 logger = logging.getLogger("clipfit.cli.train")
 
@@ -88,11 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"recipe(s): which tensors train (default clipfit; one of {', '.join(RECIPES)}; see README Recipes)",
     )
-    h = p.add_argument_group("baseline recipes")
-    h.add_argument("--coop-ctx", type=int, help="coop: learnable context vectors (default 16, random init)")
-    h.add_argument("--coop-init", help='coop: initialise the context from a phrase, e.g. "a photo of a"')
-    h.add_argument("--adapter-ratio", type=float, help="clip-adapter: residual ratio (default 0.2)")
-    h.add_argument("--adapter-reduction", type=int, help="clip-adapter: bottleneck reduction (default 4)")
+    h = p.add_argument_group("baseline recipes (the options of their heads)")
+    for name, option in head_options().items():
+        flag = f"--{name.replace('_', '-')}"
+        h.add_argument(flag, dest=name, type=option.metadata["type"], help=option.metadata["help"])
     o = p.add_argument_group("optimisation (defaults: the paper's values)")
     o.add_argument("--epochs", type=int, help="epochs (default 100; 10 for imagenet and food101)")
     o.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.002; full fine-tuning 1e-4)")
@@ -174,10 +173,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config's defaults."""
     cfg = RunConfig()
     _set(cfg.model, name=args.model, pretrained=args.pretrained)
-    _set(
-        cfg.head, coop_n_ctx=args.coop_ctx, coop_init=args.coop_init, adapter_ratio=args.adapter_ratio,
-        adapter_reduction=args.adapter_reduction,
-    )  # fmt: skip
+    cfg.head = {name: getattr(args, name) for name in head_options() if getattr(args, name) is not None}
     _set(
         cfg.data,
         dataset=expand_names(args.datasets)[0] if args.datasets else None,
@@ -248,17 +244,6 @@ def _format(metrics: dict[str, float | None] | None) -> str:
     return format_metrics(metrics, width=6) if metrics else ""
 
 
-def _mean_over_seeds(results: list[dict]) -> dict[str, float | None]:
-    """Mean of each metric over seeds (None if a seed has none); for base-to-new the HM of the mean Base
-    and mean New."""
-    keys = results[0]["metrics"].keys()
-    values = {k: [r["metrics"][k] for r in results] for k in keys}
-    mean = {k: None if None in v else sum(v) / len(v) for k, v in values.items()}
-    if mean.get("base_acc") is not None and mean.get("new_acc") is not None:
-        mean["hm"] = harmonic_mean(mean["base_acc"], mean["new_acc"])
-    return mean
-
-
 def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> int:
     """Run every configuration into its own directory; a dataset whose data fails is skipped, the rest go on."""
     rows: list[tuple[RunConfig, Path, dict | None, str]] = []
@@ -300,7 +285,7 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
         if any(len(v) > 1 for v in groups.values()):
             print("means over seeds (HM of the mean Base and mean New):")
             for axes, results in groups.items():
-                print(f"  {axes} {len(results)} seeds  {_format(_mean_over_seeds(results))}")
+                print(f"  {axes} {len(results)} seeds  {_format(mean_over_seeds([r['metrics'] for r in results]))}")
     failed = sum(1 for _, _, results, note in rows if results is None and not note.startswith("dry run"))
     if failed:
         logger.error("%d of %d runs failed or were skipped; see the messages above", failed, len(rows))
@@ -309,10 +294,9 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
 
 
 def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
-    config_file = run_dir / CONFIG_FILE
-    if not config_file.is_file():
+    cfg = RunDir(run_dir).config()
+    if cfg is None:
         raise RunError(f"cannot resume {run_dir}: no {CONFIG_FILE} there (is it a clipfit-train run directory?)")
-    cfg = RunConfig.from_dict(json.loads(config_file.read_text())["config"])
     # Only settings that cannot change the results may differ when resuming.
     _set(
         cfg, device=args.device, eval_batch_size=args.eval_batch_size, compile=args.compile,

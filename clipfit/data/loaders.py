@@ -140,6 +140,53 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             yield batch[start : start + base + (self.rank < extra)]
 
 
+class TrainBatches:
+    """The training batches of a run, the one pipeline the trainer and the analyses share.
+
+    Images are decoded once (:func:`decode_images`), each epoch's batches are drawn by
+    :class:`EpochBatches` and every view is augmented with its own seed, so batch ``b`` of epoch
+    ``e`` is the same wherever and whenever it is made.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        reader: ImageReader,
+        spec: PreprocessSpec,
+        crop_scale: tuple[float, float],
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.samples, self.reader, self.spec, self.crop_scale = list(samples), reader, spec, crop_scale
+        self.sampler = EpochBatches(len(self.samples), batch_size, seed, rank=rank, world_size=world_size)
+
+    def loader(self, num_workers: int = 0) -> DataLoader:
+        """A DataLoader over this process's part of each epoch's batches (``sampler.set_epoch`` picks the epoch)."""
+        images = decode_images(self.samples, self.reader, self.spec, num_workers)
+        dataset = AugmentedImages(images, [s.label for s in self.samples], self.spec, self.crop_scale)
+        return DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers)
+
+    def first(self, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The run's first ``count`` global batches, exactly as training draws them; decodes only their images."""
+        plan: list[list[tuple[int, int]]] = []
+        sampler = EpochBatches(len(self.samples), self.sampler.batch_size, self.sampler.seed)
+        epoch = 0
+        while len(plan) < count and self.samples:
+            sampler.set_epoch(epoch)
+            plan.extend(sampler.global_batches())
+            epoch += 1
+        plan = plan[:count]
+        needed = sorted({index for batch in plan for index, _ in batch})
+        position = {index: k for k, index in enumerate(needed)}
+        images = decode_images([self.samples[i] for i in needed], self.reader, self.spec)
+        dataset = AugmentedImages(images, [self.samples[i].label for i in needed], self.spec, self.crop_scale)
+        for batch in plan:
+            items = [dataset[(position[index], view_seed)] for index, view_seed in batch]
+            yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
 class EvalImages(TorchDataset):
     """Test-transformed images of a sample list (streamed from the reader)."""
 

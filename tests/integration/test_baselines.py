@@ -15,31 +15,31 @@ from clipfit.config import OptimConfig
 from clipfit.data.registry import load_dataset
 from clipfit.data.sampling import few_shot_split
 from clipfit.data.transforms import test_transform as eval_transform
-from clipfit.engine import Trainer, TrainTask
-from clipfit.heads import make_head
+from clipfit.engine import Trainer, TrainSettings, TrainTask
 from clipfit.models import build_model
 from clipfit.recipes import RECIPES, apply_recipe
-from clipfit.run import build_trained_model, evaluate_run, load_run, prepare_data
-from clipfit.runtime import DistEnv
+from clipfit.data.prepare import prepare_data
+from clipfit.evaluate import EvalSettings
+from clipfit.methods import method_of
+from clipfit.rundir import load_run
+from clipfit.trained import build_trained_model
 
-FINETUNE = [name for name, recipe in RECIPES.items() if recipe.kind == "finetune"]
+FINETUNE = [name for name, recipe in RECIPES.items() if recipe.method == "finetune"]
 
 
 @pytest.mark.parametrize("name", FINETUNE)
 def test_only_the_recipes_tensors_change(tiny_weights, name):
     bundle = build_model("clipfit-tiny", tiny_weights)
-    head = make_head(RECIPES[name].head)
-    head.attach(bundle.model, bundle.tokenizer)
+    bundle.head = RECIPES[name].make_head()
+    bundle.head.attach(bundle.model, bundle.tokenizer)
     trained = apply_recipe(bundle.model, name)
     before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
     dataset = load_dataset("shapes")
     items = [s for s in few_shot_split(dataset.train, dataset.val, 2, seed=1)[0] if s.label < 6]
     task = TrainTask(items, dataset.classnames[:6], dataset.template, dataset.reader, (0.5, 1.0))
-    optim = OptimConfig(lr=0.01, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=8.0)
-    Trainer(
-        bundle.model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1, device=torch.device("cpu"),
-        head=head,
-    ).fit()  # fmt: skip
+    reg_weight = 8.0 if RECIPES[name].changes_text else 0.0  # what clipfit.config.resolve decides
+    optim = OptimConfig(lr=0.01, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=reg_weight)
+    Trainer(bundle, trained, task, TrainSettings(optim, seed=1, device=torch.device("cpu"))).fit()
     for n, p in bundle.model.named_parameters():
         if n in trained:
             assert not torch.equal(p, before[n]), f"{name}: {n} did not move"
@@ -59,9 +59,7 @@ def test_resnet_batchnorm_statistics_stay_pretrained_while_its_affine_parameters
     items = [s for s in few_shot_split(dataset.train, dataset.val, 2, seed=1)[0] if s.label < 6]
     task = TrainTask(items, dataset.classnames[:6], dataset.template, dataset.reader, (0.5, 1.0))
     optim = OptimConfig(lr=0.01, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=0.0)
-    Trainer(
-        bundle.model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1, device=torch.device("cpu")
-    ).fit()  # fmt: skip
+    Trainer(bundle, trained, task, TrainSettings(optim, seed=1, device=torch.device("cpu"))).fit()
     assert norms and all(m.training is False for m in norms.values())
     for n, m in norms.items():
         assert torch.equal(m.running_mean, stats[n][0]) and torch.equal(m.running_var, stats[n][1]), n
@@ -80,16 +78,17 @@ def _run(tmp_path, name: str, *extra: str):
 
 
 def _reevaluate(run_dir) -> dict:
-    cfg, ckpt = load_run(run_dir)
+    cfg, ckpt, _ = load_run(run_dir)
     bundle = build_trained_model(ckpt)  # from the checkpoint alone
-    return evaluate_run(bundle, prepare_data(cfg), cfg, torch.device("cpu"), "fp32", DistEnv())
+    settings = EvalSettings.of(cfg, torch.device("cpu"), "fp32")
+    return method_of(RECIPES[cfg.recipe]).evaluate(bundle, prepare_data(cfg), settings)
 
 
 @torch.no_grad()
 def _train_set_loss(run_dir, which: str) -> float:
     """Cross-entropy of the run's model and head on its few-shot training images, without augmentation
     (the logged losses are over augmented batches of a few steps and too noisy to compare)."""
-    cfg, ckpt = load_run(run_dir)
+    cfg, ckpt, _ = load_run(run_dir)
     bundle = build_trained_model(ckpt, which=which)
     model, head, data = bundle.model, bundle.head, prepare_data(cfg)
     to_input = eval_transform(bundle.preprocess)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipfit.checkpoint import load_checkpoint
+from clipfit.rundir import load_checkpoint
 from clipfit.cli import train
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,14 +16,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clipfit import engine
-from clipfit.checkpoint import load_checkpoint
 from clipfit.cli import train
 from clipfit.config import OptimConfig
-from clipfit.engine import Trainer, TrainTask
+from clipfit.engine import Trainer, TrainSettings, TrainTask
 from clipfit.errors import ConfigError
 from clipfit.models import build_model
 from clipfit.recipes import apply_recipe
+from clipfit.rundir import load_checkpoint
 from clipfit.runtime import DistEnv
+from clipfit.towers import set_grad_checkpointing
 
 CLASSNAMES = ["red circle", "blue star", "green heart", "a_long_class_name_with_words", "x", "yellow square"]
 
@@ -33,10 +34,7 @@ def _prepared(weights: str, recipe: str = "clipfit", **options):
     trained = apply_recipe(bundle.model, recipe)
     task = TrainTask([], CLASSNAMES, "a photo of a {}.", reader=None, crop_scale=(0.5, 1.0))
     optim = OptimConfig(lr=0.002, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=8.0)
-    trainer = Trainer(
-        bundle.model, trained, bundle.tokenizer, bundle.preprocess, task, optim, seed=1,
-        device=torch.device("cpu"), **options,
-    )  # fmt: skip
+    trainer = Trainer(bundle, trained, task, TrainSettings(optim, seed=1, device=torch.device("cpu"), **options))
     state = trainer.prepare()
     bundle.model.train()
     return bundle.model, trainer, state
@@ -82,9 +80,9 @@ def test_grad_checkpointing_keeps_fewer_activations_and_the_same_step(tiny_weigh
 
 def test_grad_checkpointing_of_a_resnet_image_tower_is_refused():
     model = build_model("clipfit-tiny-rn", "none").model
-    with pytest.raises(engine.ConfigError, match="no transformer blocks to checkpoint"):
-        engine.set_grad_checkpointing(model, "image")
-    engine.set_grad_checkpointing(model, "text")  # the text tower is a transformer
+    with pytest.raises(ConfigError, match="no transformer blocks to checkpoint"):
+        set_grad_checkpointing(model, "image")
+    set_grad_checkpointing(model, "text")  # the text tower is a transformer
 
 
 def _flops(fn) -> int:
@@ -100,7 +98,7 @@ def test_frozen_tensors_cost_no_weight_gradient_flops(tiny_weights):
     images, labels = _batch()
     model, trainer, state = _prepared(tiny_weights)
     with torch.no_grad():
-        forward = _flops(lambda: state.forward(images, state.inputs))
+        forward = _flops(lambda: state.forward(images, state.objective.inputs))
     step = _flops(lambda: trainer.train_step(state, images, labels))
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen and all(dict(model.named_parameters())[n].grad is None for n in frozen)

@@ -7,19 +7,22 @@ import json
 import pytest
 import torch
 
-from clipfit.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint
+from clipfit.checkpoint import CheckpointError, apply_checkpoint
 from clipfit.cli import train
 from clipfit.config import OptimConfig
 from clipfit.data.registry import load_dataset
 from clipfit.data.sampling import few_shot_split
-from clipfit.engine import Trainer, TrainTask
-from clipfit.losses import clipfit_loss
+from clipfit.engine import Trainer, TrainSettings, TrainTask
+from clipfit.evaluate import EvalSettings
+from clipfit.methods import method_of
 from clipfit.models import build_model
 from clipfit.prompts import class_tokens
-from clipfit.recipes import apply_recipe
-from clipfit.run import build_trained_model, evaluate_run, load_run, prepare_data
-from clipfit.runtime import DistEnv
-from clipfit.text import encode_text
+from clipfit.objective import clipfit_loss
+from clipfit.recipes import apply_recipe, get_recipe
+from clipfit.rundir import RunDir, load_checkpoint, load_run
+from clipfit.data.prepare import prepare_data
+from clipfit.towers import encode_text
+from clipfit.trained import build_trained_model
 
 
 def _task(shots: int = 2, classes: int = 8) -> TrainTask:
@@ -31,17 +34,13 @@ def _task(shots: int = 2, classes: int = 8) -> TrainTask:
 
 def _trainer(bundle, trained, tmp_path=None, epochs=1, **optim) -> Trainer:
     cfg = OptimConfig(lr=0.002, epochs=epochs, batch_size=4, warmup_epochs=0, reg_weight=8.0, **optim)
+    settings = TrainSettings(cfg, seed=1, device=torch.device("cpu"), log_every=2)
     return Trainer(
-        bundle.model,
+        bundle,
         trained,
-        bundle.tokenizer,
-        bundle.preprocess,
         _task(),
-        cfg,
-        seed=1,
-        device=torch.device("cpu"),
-        run_dir=tmp_path,
-        log_every=2,
+        settings,
+        run_dir=RunDir(tmp_path) if tmp_path is not None else None,
         checkpoint_meta={"model": bundle.name, "pretrained": bundle.pretrained, "recipe": "clipfit"},
     )
 
@@ -180,9 +179,10 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
     rb = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert ra["metrics"] == rb["metrics"] and ra["zero_shot"] == rb["zero_shot"]
     # and the checkpoint alone rebuilds the evaluated model, random frozen weights included
-    cfg, ckpt = load_run(tmp_path / "killed")
+    cfg, ckpt, _ = load_run(tmp_path / "killed")
     bundle = build_trained_model(ckpt)
-    assert evaluate_run(bundle, prepare_data(cfg), cfg, torch.device("cpu"), "fp32", DistEnv()) == rb["metrics"]
+    settings = EvalSettings.of(cfg, torch.device("cpu"), "fp32")
+    assert method_of(get_recipe(cfg.recipe)).evaluate(bundle, prepare_data(cfg), settings) == rb["metrics"]
 
 
 def test_run_directory_files(tiny_weights, tmp_path):

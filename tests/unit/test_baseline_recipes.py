@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipfit.config import HeadConfig
-from clipfit.heads import ClipHead, attach_probe, make_head
+from clipfit.heads import AdapterHead, ClipHead, CoOpHead
 from clipfit.linear_probe import search_c
 from clipfit.recipes import RECIPES, apply_recipe, count_parameters, get_recipe
 
@@ -53,9 +52,7 @@ EXPECTED: dict[str, tuple[set[str] | None, int]] = {
 
 def _prepared(tiny, name: str) -> list[str]:
     recipe = get_recipe(name)
-    make_head(recipe.head).attach(tiny.model, tiny.tokenizer)
-    if recipe.kind == "linear-probe":
-        attach_probe(tiny.model, len(CLASSES))
+    recipe.make_head().attach(tiny.model, tiny.tokenizer, CLASSES)
     return apply_recipe(tiny.model, recipe)
 
 
@@ -74,9 +71,9 @@ def test_exact_trained_set(tiny, name):
 
 
 def test_coop_initialised_from_a_phrase_reproduces_zero_shot_logits(tiny):
-    head = make_head("coop", HeadConfig(coop_init="a photo of a"))
+    head = CoOpHead.from_options({"coop_init": "a photo of a"})
     head.attach(tiny.model, tiny.tokenizer)
-    assert head.n_ctx == 4 and tuple(tiny.model.prompt.ctx.shape) == (4, 32)
+    assert head.coop_ctx == 4 and tuple(tiny.model.prompt.ctx.shape) == (4, 32)
     with torch.no_grad():
         coop = F.normalize(
             head.encode_classes(tiny.model, head.class_inputs(tiny.tokenizer, tiny.model, "", CLASSES)), dim=-1
@@ -92,7 +89,7 @@ def test_coop_initialised_from_a_phrase_reproduces_zero_shot_logits(tiny):
 
 
 def test_coop_random_context_has_sixteen_vectors_and_differs(tiny):
-    head = make_head("coop")
+    head = CoOpHead()
     head.attach(tiny.model, tiny.tokenizer)
     inputs = head.class_inputs(tiny.tokenizer, tiny.model, "a photo of a {}.", CLASSES)
     # [SOS] + 16 context placeholders + the class name: the class token comes last
@@ -101,7 +98,7 @@ def test_coop_random_context_has_sixteen_vectors_and_differs(tiny):
 
 
 def test_adapter_starts_at_zero_residual_and_reproduces_zero_shot_logits(tiny):
-    head = make_head("adapter")
+    head = AdapterHead()
     head.attach(tiny.model, tiny.tokenizer)
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from clipfit.layers import describe
-from clipfit.losses import clipfit_loss, text_regulariser
+from clipfit.objective import clipfit_loss, text_regulariser
 from clipfit.prompts import class_tokens
 from clipfit.recipes import apply_recipe
-from clipfit.text import encode_text
+from clipfit.towers import encode_text
 
 
 def test_loss_matches_a_hand_computation():

@@ -7,7 +7,7 @@ import torch
 
 from clipfit.models import build_model
 from clipfit.prompts import class_tokens, make_prompts
-from clipfit.text import cut_tokens, encode_text, supports_cut
+from clipfit.towers import cut_tokens, encode_text, supports_cut
 
 CLASSNAMES = ["red circle", "Annual Crop Land", "a_very_long_class_name_with_many_words_in_it", "x"]
 
@@ -36,8 +36,11 @@ def test_cut_keeps_every_end_of_text_token(tiny):
 
 def test_input_embeddings_replace_the_lookup(tiny):
     tokens = class_tokens(tiny.tokenizer, tiny.model, "a photo of a {}.", CLASSNAMES)
+    other = tokens.clone()
+    other[:, 2] = tiny.tokenizer(["dog"])[0, 1]  # "photo" -> "dog" in every prompt; end-of-text stays in place
     with torch.no_grad():
-        embeddings = tiny.model.token_embedding(tokens)
-        torch.testing.assert_close(
-            encode_text(tiny.model, tokens, token_embeddings=embeddings), encode_text(tiny.model, tokens)
-        )
+        embeddings = tiny.model.token_embedding(other)
+        given = encode_text(tiny.model, tokens, token_embeddings=embeddings)
+        # the features are those of the embedded sequence, not of the token ids passed for pooling
+        torch.testing.assert_close(given, encode_text(tiny.model, other))
+        assert not torch.allclose(given, encode_text(tiny.model, tokens), atol=1e-3)

@@ -1,0 +1,107 @@
+"""A trained run on other datasets: cross-dataset transfer and domain generalisation (``clipfit-eval``).
+
+Every target is evaluated on all its classes with its own class names and template, through the
+recipe's head (CoOp's context, CLIP-Adapter's adapter); zero-shot is CLIP itself at the pretrained
+values of the same model. Results go to ``<out>/<target>/results.json`` with setting ``eval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from clipfit.checkpoint import checkpoint_values
+from clipfit.console import format_metrics
+from clipfit.data.registry import dataset_slug, load_dataset
+from clipfit.data.sampling import class_subsets
+from clipfit.evaluate import EvalSettings, evaluate_subsets
+from clipfit.heads import ClipHead
+from clipfit.methods import method_of
+from clipfit.provenance import signature, versions
+from clipfit.recipes import get_recipe
+from clipfit.rundir import RunDir, RunError, load_run
+from clipfit.runtime import DistEnv, device_for, main_process_first, resolve_precision
+from clipfit.trained import build_trained_model
+
+logger = logging.getLogger(__name__)
+
+
+def eval_targets(
+    run_dir: Path,
+    targets: list[str],
+    *,
+    data_root: str | None,
+    out: Path,
+    make_split: bool = False,
+    classnames: str | None = None,
+    cfg_overrides: dict[str, Any],
+    zero_shot: bool = True,
+    model: str | None = None,
+    pretrained: str | None = None,
+    env: DistEnv = DistEnv(),
+) -> list[dict[str, Any]]:
+    """Evaluate a trained run on other datasets; returns each target's results (also written to ``out``).
+
+    ``cfg_overrides`` replaces run settings that do not change what the model is (device,
+    precision, eval batch size, max eval images); ``zero_shot=False`` skips the zero-shot comparison.
+    """
+    cfg, ckpt, _ = load_run(run_dir)
+    for key, value in cfg_overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    device = device_for(env, cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    method = method_of(get_recipe(ckpt.meta.get("recipe") or "clipfit"))
+    if method.transfer_refusal:
+        reason = method.transfer_refusal.format(dataset=ckpt.meta.get("dataset"))
+        raise RunError(f"{run_dir} is a {method.name.replace('-', ' ')}: {reason}")
+    bundle = build_trained_model(ckpt, device, "final", model, pretrained)
+    settings = EvalSettings.of(cfg, device, precision, env)
+    all_results = []
+    for target in targets:
+        with main_process_first(env):  # a random split (--make-split) is written once, then read
+            dataset = load_dataset(target, data_root, make_split=make_split, classnames=classnames)
+        template = dataset.template
+        subsets = class_subsets(dataset, dataset.train, "eval")
+        started = time.time()
+        metrics = evaluate_subsets(bundle, dataset, subsets, template, settings, bundle.head)
+        zs = None
+        if zero_shot:
+            with checkpoint_values(bundle.model, ckpt, "init", model_name=bundle.name):
+                zs = evaluate_subsets(bundle, dataset, subsets, template, settings, ClipHead())
+        logger.info(
+            "%s -> %s: %s%s (%.1fs)",
+            ckpt.meta.get("dataset"),
+            target,
+            format_metrics(metrics),
+            f" (zero-shot {format_metrics(zs)})" if zs else "",
+            time.time() - started,
+        )
+        results = {
+            "dataset": target,
+            "setting": "eval",
+            "shots": ckpt.meta.get("shots"),
+            "seed": ckpt.meta.get("seed"),
+            "recipe": ckpt.meta.get("recipe"),
+            "model": bundle.name,
+            "pretrained": bundle.pretrained,
+            "trainable_params": sum(t.numel() for t in ckpt.final.values()),
+            "source": {k: ckpt.meta.get(k) for k in ("dataset", "setting", "shots", "seed")}
+            | {"run_dir": str(run_dir)},
+            "eval_seconds": round(time.time() - started, 2),
+            "metrics": metrics,
+            "zero_shot": zs,
+            "template": template,
+            "split_source": dataset.split_source,
+            "comparable": dataset.comparable and cfg.max_eval_images is None,
+            "precision": precision,
+            "signature": signature(
+                bundle.name, bundle.pretrained, ckpt.meta.get("recipe"), target, ckpt.meta.get("seed")
+            ),
+            "versions": versions(),
+        }
+        RunDir(out / dataset_slug(target), writable=env.is_main).write_results(results)
+        all_results.append(results)
+    return all_results
