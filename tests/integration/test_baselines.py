@@ -12,15 +12,15 @@ from clipfit import linear_probe
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
 from clipfit.config import OptimConfig
+from clipfit.data.prepare import prepare_data
 from clipfit.data.registry import load_dataset
 from clipfit.data.sampling import few_shot_split
 from clipfit.data.transforms import test_transform as eval_transform
 from clipfit.engine import Trainer, TrainSettings, TrainTask
-from clipfit.models import build_model
-from clipfit.recipes import RECIPES, apply_recipe
-from clipfit.data.prepare import prepare_data
 from clipfit.evaluate import EvalSettings
 from clipfit.methods import method_of
+from clipfit.models import build_model
+from clipfit.recipes import RECIPES, apply_recipe
 from clipfit.rundir import load_run
 from clipfit.trained import build_trained_model
 

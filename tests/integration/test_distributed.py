@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clipfit.rundir import load_checkpoint
 from clipfit.cli import train
+from clipfit.rundir import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

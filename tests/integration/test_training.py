@@ -10,17 +10,17 @@ import torch
 from clipfit.checkpoint import CheckpointError, apply_checkpoint
 from clipfit.cli import train
 from clipfit.config import OptimConfig
+from clipfit.data.prepare import prepare_data
 from clipfit.data.registry import load_dataset
 from clipfit.data.sampling import few_shot_split
 from clipfit.engine import Trainer, TrainSettings, TrainTask
 from clipfit.evaluate import EvalSettings
 from clipfit.methods import method_of
 from clipfit.models import build_model
-from clipfit.prompts import class_tokens
 from clipfit.objective import clipfit_loss
+from clipfit.prompts import class_tokens
 from clipfit.recipes import apply_recipe, get_recipe
 from clipfit.rundir import RunDir, load_checkpoint, load_run
-from clipfit.data.prepare import prepare_data
 from clipfit.towers import encode_text
 from clipfit.trained import build_trained_model
 
