@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.14.1 / torchvision 0.29.1 are the tested pair (a CUDA build that also runs on CPU).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test setup lint compare shapes-model clean
+.PHONY: demo test setup lint docs compare shapes-model clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Regenerate docs/datasets.md from the dataset records (tests/unit/test_docs.py fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m clipfit.data.docs docs/datasets.md
 
 # The recipe comparison of README "Results": every recipe, base-to-new on the shapes world, 16 shots,
 # seeds 1-3 in fp32 (about 2 hours on 2 cores), then the aggregated table and figures written into README.md.

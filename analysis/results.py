@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform
-from clipfit.data.benchmarks import (  # the paper's dataset order; others follow alphabetically
+from clipfit.data.catalog import (  # the paper's dataset order; others follow alphabetically
     BENCHMARKS,
     IMAGENET_VARIANTS,
 )

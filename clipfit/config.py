@@ -14,6 +14,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clipfit.data.registry import get_spec
 from clipfit.errors import ConfigError
 from clipfit.recipes import Recipe, get_recipe, head_options
 from clipfit.towers import GRAD_CHECKPOINTING
@@ -23,12 +24,10 @@ logger = logging.getLogger(__name__)
 SETTINGS = ("base2new", "fewshot")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-# ---------------------------------------------------------------------------- paper presets (data)
-PAPER_EPOCHS: dict[str, int] = {"imagenet": 10, "food101": 10}
-PAPER_DEFAULT_EPOCHS = 100
+# ---------------------------------------------------------------------------- paper presets
+# The per-dataset epochs and few-shot lambda are in each dataset's record (clipfit.data.catalog);
+# base-to-new uses ClipFit's lambda on every dataset.
 PAPER_BASE2NEW_REG_WEIGHT = 8.0
-PAPER_FEWSHOT_REG_WEIGHT: dict[str, float] = {"dtd": 8.0, "sun397": 8.0}
-PAPER_DEFAULT_FEWSHOT_REG_WEIGHT = 2.0
 
 PAPER_LR = 0.002
 
@@ -112,13 +111,15 @@ class RunConfig:
 
 
 def paper_epochs(dataset: str) -> int:
-    return PAPER_EPOCHS.get(dataset, PAPER_DEFAULT_EPOCHS)
+    """The paper's epochs for ``dataset``, from its record (an unknown name is a DataError listing the known)."""
+    return get_spec(dataset).epochs
 
 
 def paper_reg_weight(dataset: str, setting: str) -> float:
+    """The paper's lambda: ClipFit's for base-to-new, the dataset record's for few-shot."""
     if setting == "base2new":
         return PAPER_BASE2NEW_REG_WEIGHT
-    return PAPER_FEWSHOT_REG_WEIGHT.get(dataset, PAPER_DEFAULT_FEWSHOT_REG_WEIGHT)
+    return get_spec(dataset).fewshot_reg_weight
 
 
 PRESETS = ("paper",)

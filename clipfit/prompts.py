@@ -1,6 +1,7 @@
-"""Prompt templates, class-name cleaning, tokenisation and class text features.
+"""Prompts, class-name cleaning, tokenisation and class text features.
 
-One template per dataset, no ensembling (PAPER.md section 4).
+One template per dataset, no ensembling (PAPER.md section 4); each dataset's template is in its
+record (:mod:`clipfit.data.catalog`) and reaches here through ``Dataset.template``.
 """
 
 from __future__ import annotations
@@ -13,23 +14,6 @@ from torch import nn
 
 from clipfit.errors import ConfigError
 from clipfit.towers import cut_tokens, encode_text, supports_cut
-
-DEFAULT_TEMPLATE = "a photo of a {}."
-# Per-dataset templates of CoOp / CLIPFit. Datasets not listed use DEFAULT_TEMPLATE.
-DATASET_TEMPLATES: dict[str, str] = {
-    "oxford_pets": "a photo of a {}, a type of pet.",
-    "oxford_flowers": "a photo of a {}, a type of flower.",
-    "fgvc_aircraft": "a photo of a {}, a type of aircraft.",
-    "dtd": "a photo of a {}, a type of texture.",
-    "eurosat": "a centered satellite photo of {}.",
-    "food101": "a photo of {}, a type of food.",
-    "ucf101": "a photo of a person doing {}.",
-}
-
-
-def template_for(dataset: str) -> str:
-    """The prompt template of a dataset (``a photo of a {}.`` unless it has its own)."""
-    return DATASET_TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
 
 
 def clean_classname(name: str) -> str:

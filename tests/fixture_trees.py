@@ -189,7 +189,7 @@ def _imagenet(root: Path, classnames_txt: bool) -> Tree:
 def _imagenetv2(root: Path, classnames_txt: bool) -> Tree:
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    from clipfit.data.benchmarks import imagenet_wnids
+    from clipfit.data.imagenet import imagenet_wnids
 
     folder = root / "imagenetv2"
     names = list(IMAGENET_CLASSNAMES)
@@ -218,16 +218,16 @@ def _two_hundred(name: str, folder_name: str, subdir: str):
     def build_it(root: Path, classnames_txt: bool) -> Tree:
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-        from clipfit.data import benchmarks
+        from clipfit.data import imagenet
 
-        subset = list(benchmarks.imagenet_a_wnids() if name == "imagenet_a" else benchmarks.imagenet_r_wnids())
+        subset = list(imagenet.imagenet_a_wnids() if name == "imagenet_a" else imagenet.imagenet_r_wnids())
         folder = root / folder_name
         picked = [subset[0], subset[7], subset[199]]
         for wnid in picked:
             for i in range(2):
                 image(folder / subdir / wnid / f"art_{i}.jpg", subset.index(wnid))
         (folder / subdir / "README.txt").write_text("ignored\n")
-        index = {w: i for i, w in enumerate(benchmarks.imagenet_wnids())}
+        index = {w: i for i, w in enumerate(imagenet.imagenet_wnids())}
         names = [IMAGENET_CLASSNAMES[index[w]] for w in subset]
         if classnames_txt:
             names = [f"{n} ({w})" for n, w in zip(names, subset, strict=True)]

@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 
 from clipfit.data.base import DataError, Dataset, FileReader, LoadOptions, Sample
+from clipfit.data.records import DatasetRecord
 from clipfit.data.sampling import FEWSHOT_DIR
 from clipfit.data.splits import (
     SPLIT_SEED,
@@ -32,7 +33,6 @@ from clipfit.data.splits import (
     split_per_class,
     write_split_file,
 )
-from clipfit.prompts import DEFAULT_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +111,21 @@ def _saved_split(kind: str, source: Path, samples: list[Sample], classnames: lis
 
 
 def _user_dataset(
-    name: str, kind: str, source: Path, root: Path, classnames: list[str], splits: dict[str, list[Sample]], how: str
+    name: str,
+    kind: str,
+    source: Path,
+    root: Path,
+    classnames: list[str],
+    splits: dict[str, list[Sample]],
+    how: str,
+    template: str,
 ) -> Dataset:
     if not splits["train"] and not splits["test"]:
         raise DataError(f"{source} holds no images")
     return Dataset(
         name=name,
         classnames=classnames,
-        template=DEFAULT_TEMPLATE,
+        template=template,
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
@@ -128,8 +135,8 @@ def _user_dataset(
     )
 
 
-def load_folder(path: Path, options: LoadOptions) -> Dataset:
-    """``folder:PATH`` (see the module docstring)."""
+def load_folder(path: Path, options: LoadOptions, template: str) -> Dataset:
+    """``folder:PATH`` (see the module docstring), prompted with ``template``."""
     path = Path(path).expanduser().resolve()
     name = f"folder:{path}"
     if not path.is_dir():
@@ -164,11 +171,11 @@ def load_folder(path: Path, options: LoadOptions) -> Dataset:
             raise DataError(f"{name}: class folders without images: {', '.join(empty[:10])}")
         splits, saved = _saved_split("folder", path, samples, classnames)
         how = f"per-class 50/20/30 split saved at {saved}"
-    return _user_dataset(name, "folder", path, path, classnames, splits, how)
+    return _user_dataset(name, "folder", path, path, classnames, splits, how, template)
 
 
-def load_csv(file: Path, options: LoadOptions) -> Dataset:
-    """``csv:FILE`` (see the module docstring)."""
+def load_csv(file: Path, options: LoadOptions, template: str) -> Dataset:
+    """``csv:FILE`` (see the module docstring), prompted with ``template``."""
     file = Path(file).expanduser().resolve()
     name = f"csv:{file}"
     if not file.is_file():
@@ -224,4 +231,14 @@ def load_csv(file: Path, options: LoadOptions) -> Dataset:
     else:
         splits, saved = _saved_split("csv", file, samples, classnames)
         how = f"per-class 50/20/30 split saved at {saved}"
-    return _user_dataset(name, "csv", file, file.parent, classnames, splits, how)
+    return _user_dataset(name, "csv", file, file.parent, classnames, splits, how, template)
+
+
+def read_folder(record: DatasetRecord, root: Path | None, options: LoadOptions) -> Dataset:
+    """The reader of a ``folder:PATH`` record (PATH is in its name; no data root)."""
+    return load_folder(Path(record.name.removeprefix("folder:")), options, record.template)
+
+
+def read_csv(record: DatasetRecord, root: Path | None, options: LoadOptions) -> Dataset:
+    """The reader of a ``csv:FILE`` record (FILE is in its name; no data root)."""
+    return load_csv(Path(record.name.removeprefix("csv:")), options, record.template)

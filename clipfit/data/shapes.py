@@ -21,8 +21,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: load() imports the dataset classes where it builds one
+    from clipfit.data.base import Dataset, LoadOptions
+    from clipfit.data.records import DatasetRecord
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -228,7 +234,7 @@ def read_image(path: str):
     return Image.fromarray(images[int(index)])
 
 
-def load(data_root=None, domain: str = "target"):
+def load(data_root=None, domain: str = "target", template: str = TEMPLATE):
     """The shapes world as a :class:`clipfit.data.base.Dataset` (no files needed)."""
     from clipfit.data.base import Dataset, Sample
 
@@ -239,7 +245,7 @@ def load(data_root=None, domain: str = "target"):
     return Dataset(
         name="shapes" if domain == "target" else f"shapes-{domain}",
         classnames=list(CLASSNAMES),
-        template=TEMPLATE,
+        template=template,
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
@@ -248,3 +254,13 @@ def load(data_root=None, domain: str = "target"):
         train_crop_scale=(0.5, 1.0),
         split_source="generated",
     )
+
+
+@dataclass(frozen=True)
+class ShapesReader:
+    """The reader of a shapes-world record (:mod:`clipfit.data.catalog`): the domain's generated splits."""
+
+    domain: str  # "target" (the dataset shapes) or "pretrain" (shapes-pretrain)
+
+    def __call__(self, record: DatasetRecord, root: Path | None, options: LoadOptions) -> Dataset:
+        return load(root, domain=self.domain, template=record.template)

@@ -11,16 +11,16 @@ import pytest
 from fixture_trees import IMAGENET_3, IMAGENET_3_NAMES, build, build_raw, image
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-from clipfit.data import benchmarks
+from clipfit.data import catalog, imagenet
 from clipfit.data.base import DataError
 from clipfit.data.registry import dataset_names, expand_names, get_spec, load_dataset
 
-ALL15 = [*benchmarks.BENCHMARKS, *benchmarks.IMAGENET_VARIANTS]
+ALL15 = [*catalog.BENCHMARKS, *catalog.IMAGENET_VARIANTS]
 
 
 def test_fifteen_datasets_are_registered_with_the_test_only_variants_marked():
     assert set(ALL15) <= set(dataset_names()) and len(ALL15) == 15
-    assert [n for n in ALL15 if get_spec(n).test_only] == list(benchmarks.IMAGENET_VARIANTS)
+    assert [n for n in ALL15 if get_spec(n).test_only] == list(catalog.IMAGENET_VARIANTS)
     assert expand_names(["all", "dtd", "imagenet-variants"]) == ALL15
 
 
@@ -55,7 +55,7 @@ def test_caltech101_and_eurosat_renames(tmp_path):
     assert {s.classname for s in caltech.train if s.path.startswith("airplanes/")} == {"airplane"}
     eurosat = load_dataset("eurosat", tmp_path)
     assert eurosat.classnames == ["Annual Crop Land", "Forest", "Sea or Lake", "Highway or Road"]
-    assert set(benchmarks.EUROSAT_RENAMES.values()) >= set(eurosat.classnames)
+    assert set(catalog.EUROSAT_RENAMES.values()) >= set(eurosat.classnames)
 
 
 def test_fgvc_aircraft_reads_the_official_variant_files(tmp_path):
@@ -90,7 +90,7 @@ def test_imagenet_family_falls_back_to_open_clip_names(name, tmp_path):
 def test_imagenet_a_and_r_are_labelled_over_their_200_classes(name, tmp_path):
     build(tmp_path, name)
     dataset = load_dataset(name, tmp_path)
-    subset = benchmarks.imagenet_a_wnids() if name == "imagenet_a" else benchmarks.imagenet_r_wnids()
+    subset = imagenet.imagenet_a_wnids() if name == "imagenet_a" else imagenet.imagenet_r_wnids()
     assert len(dataset.classnames) == 200
     assert sorted({s.label for s in dataset.test}) == [0, 7, 199]
     assert {s.path.split("/")[0] for s in dataset.test if s.label == 199} == {subset[199]}
@@ -107,7 +107,7 @@ def test_imagenetv2_folders_are_imagenet_labels(tmp_path):
     }
     # a classnames.txt in another line order still names label k after ImageNet's k-th (sorted) wnid
     folder = tmp_path / "imagenetv2"
-    lines = [f"{w} {n}" for w, n in zip(benchmarks.imagenet_wnids(), IMAGENET_CLASSNAMES, strict=True)]
+    lines = [f"{w} {n}" for w, n in zip(imagenet.imagenet_wnids(), IMAGENET_CLASSNAMES, strict=True)]
     (folder / "classnames.txt").write_text("\n".join(reversed(lines)) + "\n")
     assert load_dataset("imagenetv2", tmp_path).classnames == list(IMAGENET_CLASSNAMES)
 
@@ -117,18 +117,18 @@ def test_embedded_wnid_lists():
 
     Golden values from hendrycks/imagenet-r eval.py (the imagenet_r_mask indices) and
     hendrycks/natural-adv-examples eval.py (thousand_k_to_200)."""
-    wnids = benchmarks.imagenet_wnids()
+    wnids = imagenet.imagenet_wnids()
     assert len(wnids) == len(set(wnids)) == 1000 and list(wnids) == sorted(wnids)
     assert wnids[:2] == ("n01440764", "n01443537") and wnids[-1] == "n15075141"
     for subset, first_indices in (
-        (benchmarks.imagenet_a_wnids(), [6, 11, 13, 15, 17, 22, 23, 27, 30, 37]),
-        (benchmarks.imagenet_r_wnids(), [1, 2, 4, 6, 8, 9, 11, 13, 22, 23]),
+        (imagenet.imagenet_a_wnids(), [6, 11, 13, 15, 17, 22, 23, 27, 30, 37]),
+        (imagenet.imagenet_r_wnids(), [1, 2, 4, 6, 8, 9, 11, 13, 22, 23]),
     ):
         assert len(subset) == len(set(subset)) == 200 and list(subset) == sorted(subset)
         assert set(subset) <= set(wnids)
         assert [wnids.index(w) for w in subset[:10]] == first_indices
-    assert wnids.index(benchmarks.imagenet_a_wnids()[-1]) == 988
-    assert wnids.index(benchmarks.imagenet_r_wnids()[-1]) == 988
+    assert wnids.index(imagenet.imagenet_a_wnids()[-1]) == 988
+    assert wnids.index(imagenet.imagenet_r_wnids()[-1]) == 988
 
 
 # ---------------------------------------------------------------------------- --make-split
@@ -177,7 +177,7 @@ def test_missing_data_root_shows_the_expected_tree_and_sources(tmp_path):
 def test_missing_dataset_folder_shows_that_datasets_tree(name, tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset(name, tmp_path)
-    layout = benchmarks.LAYOUTS[name]
+    layout = catalog.RECORDS[name]
     assert f"dataset folder {tmp_path / layout.folder} not found" in str(err.value)
     assert indent(layout.tree, "    ") in str(err.value) and indent(layout.sources, "    ") in str(err.value)
 
@@ -265,9 +265,9 @@ def test_classnames_flag_is_only_for_user_data(tmp_path):
         load_dataset("dtd", tmp_path, classnames="names.txt")
 
 
-def test_readme_shows_every_tree_and_split_source():
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for layout in benchmarks.LAYOUTS.values():
-        assert layout.tree in readme, f"README lacks the tree of {layout.name}"
+def test_docs_show_every_tree_and_split_source():
+    page = (Path(__file__).parents[2] / "docs" / "datasets.md").read_text()
+    for layout in catalog.RECORDS.values():
+        assert layout.tree in page, f"docs/datasets.md lacks the tree of {layout.name}"
         for line in layout.sources.splitlines():
-            assert line.strip() in readme, f"README lacks '{line}' ({layout.name})"
+            assert line.strip() in page, f"docs/datasets.md lacks '{line}' ({layout.name})"

@@ -1,0 +1,102 @@
+"""README.md and docs/ agree with the code: generated pages, the flag table, the CSV columns, the links."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from analysis import schemas
+from clipfit.cli import eval as eval_cli
+from clipfit.cli import train
+from clipfit.data.custom import FOLDER_TREE
+from clipfit.data.docs import render_datasets_page
+from clipfit.data.records import DEFAULT_TEMPLATE
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+PAGES = [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
+# Flags of other programs that docs/training.md shows in its torchrun command lines.
+TORCHRUN_FLAGS = {"--standalone", "--nproc_per_node"}
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _long_flags(parser) -> set[str]:
+    return {o for action in parser._actions for o in action.option_strings if o.startswith("--")}
+
+
+def test_datasets_page_is_what_the_records_render():
+    assert _text(DOCS / "datasets.md") == render_datasets_page(), (
+        "docs/datasets.md differs from the dataset records (clipfit/data/catalog.py): run `make docs`"
+    )
+
+
+def test_training_page_names_every_flag_and_only_real_ones():
+    doc = _text(DOCS / "training.md")
+    flags = _long_flags(train.build_parser())
+    named = set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", doc))
+    assert not flags - named, f"docs/training.md does not mention {sorted(flags - named)}"
+    unknown = named - flags - _long_flags(eval_cli.build_parser()) - TORCHRUN_FLAGS
+    assert not unknown, f"docs/training.md names flags that clipfit-train does not have: {sorted(unknown)}"
+
+
+def _csv_rows(doc: str) -> dict[str, list[str]]:
+    """First cell -> the column names of the second cell (`*layer*` kept as a token)."""
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 2 and (cells[0].endswith(".csv`") or cells[0].startswith("*layer*")):
+            key = cells[0].strip("`").removesuffix(".csv") if cells[0].endswith(".csv`") else "*layer*"
+            rows[key] = [token.strip().strip("`") for token in cells[1].split(",")]
+    return rows
+
+
+def test_analysis_page_lists_the_columns_of_every_table():
+    rows = _csv_rows(_text(DOCS / "analysis.md"))
+    assert rows.pop("*layer*") == list(schemas.LAYER)
+    assert set(rows) == set(schemas.ALL), "docs/analysis.md and analysis/schemas.py ALL list different tables"
+    for name, columns in rows.items():
+        expanded = [c for token in columns for c in (schemas.LAYER if token == "*layer*" else (token,))]
+        assert expanded == list(schemas.ALL[name]), f"docs/analysis.md: the columns of {name}.csv"
+
+
+def test_own_data_page_shows_the_folder_layout_and_default_template():
+    doc = _text(DOCS / "own-data.md")
+    assert FOLDER_TREE in doc
+    assert f"`{DEFAULT_TEMPLATE}`" in doc
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    readme = REPO / "README.md"
+    assert readme.stat().st_size < 13_000, "README.md should say what a newcomer needs; references go in docs/"
+    quick_start = _text(readme).split("## Quick start", 1)[1]
+    assert re.match(r"\s*```\nmake demo\nmake test\n```\n", quick_start)
+
+
+def test_readme_names_no_file_outside_the_repository():
+    readme = _text(REPO / "README.md")
+    for outside in ("PAPER.md", "DESIGN.md", "../shared"):
+        assert outside not in readme
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"(?m)^#+ (.+)$", re.sub(r"(?ms)^```.*?^```", "", _text(path)))
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_point_at_files_of_the_repository(page):
+    text = re.sub(r"(?ms)^```.*?^```", "", _text(page))  # code blocks hold commands, not links
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s) and other schemes
+        file, _, anchor = target.partition("#")
+        path = (page.parent / file).resolve() if file else page
+        assert path.is_relative_to(REPO) and path.exists(), f"{page.name} links to {target}, which does not exist"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path), f"{page.name} links to {target}, which has no such heading"
