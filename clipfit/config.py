@@ -1,10 +1,11 @@
-"""Typed settings of a run, and the paper's per-dataset defaults as data.
+"""Typed settings of a run, and how unset ones are resolved.
 
-The CLI maps argparse onto these dataclasses once; unset flags stay None and
-:func:`resolve` fills them from the dataset's defaults and the paper's values
-(PAPER.md sections 2-3): SGD lr 0.002, momentum 0.9, weight decay 5e-4, batch 32,
-one warm-up epoch at 1e-5, then cosine; 10 epochs for ImageNet and Food101, 100 otherwise;
-lambda 8 for base-to-new, and for few-shot 8 on DTD and SUN397, 2 elsewhere.
+The CLI maps argparse onto these dataclasses once; unset flags stay None and :func:`resolve` fills
+them, once, from the dataset's record (:mod:`clipfit.data.catalog`: its model, the paper's epochs and
+few-shot lambda), the recipe's record (:mod:`clipfit.recipes`: its head options and where its
+published settings differ) and the paper's values (PAPER.md sections 2-3): SGD lr 0.002, momentum
+0.9, weight decay 5e-4, batch 32, one warm-up epoch at 1e-5, then cosine; lambda 8 for base-to-new.
+The lambda a run records is the one its loss has: 0 for a recipe that cannot move the text features.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clipfit.data.records import DEFAULT_MODEL
 from clipfit.data.registry import get_spec
 from clipfit.errors import ConfigError
 from clipfit.recipes import Recipe, get_recipe, head_options
@@ -30,13 +32,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PAPER_BASE2NEW_REG_WEIGHT = 8.0
 
 PAPER_LR = 0.002
-
-# Default (architecture, pretrained) per dataset; the benchmarks use CLIP ViT-B/16 from OpenAI.
-DATASET_DEFAULT_MODEL: dict[str, tuple[str, str]] = {
-    "shapes": ("shapes-vit-tiny", "shapes-world"),
-    "shapes-pretrain": ("shapes-vit-tiny", "shapes-world"),
-}
-DEFAULT_MODEL = ("ViT-B-16", "openai")
 
 
 @dataclass
@@ -132,7 +127,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown setting '{cfg.data.setting}'; expected one of {', '.join(SETTINGS)}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; expected one of {', '.join(PRECISIONS)}")
-    default_name, default_pretrained = DATASET_DEFAULT_MODEL.get(cfg.data.dataset, DEFAULT_MODEL)
+    default_name, default_pretrained = get_spec(cfg.data.dataset).model
     if cfg.model.name is None:
         cfg.model.name = default_name
         if cfg.model.pretrained is None:

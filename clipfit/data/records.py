@@ -27,6 +27,7 @@ COOP_DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 DEFAULT_TEMPLATE = "a photo of a {}."
 DEFAULT_EPOCHS = 100
 DEFAULT_FEWSHOT_REG_WEIGHT = 2.0
+DEFAULT_MODEL = ("ViT-B-16", "openai")  # the benchmarks' model: CLIP ViT-B/16 with OpenAI's weights
 
 # (this dataset's record, data root or None, load options) -> the dataset's class names and splits
 Reader = Callable[["DatasetRecord", "Path | None", LoadOptions], Dataset]
@@ -42,6 +43,7 @@ class DatasetRecord:
     template: str = DEFAULT_TEMPLATE  # prompt template with one {} (CoOp's template for the benchmarks)
     epochs: int = DEFAULT_EPOCHS  # the paper's training epochs
     fewshot_reg_weight: float = DEFAULT_FEWSHOT_REG_WEIGHT  # the paper's lambda in few-shot learning
+    model: tuple[str, str] = DEFAULT_MODEL  # default (open_clip architecture, pretrained source)
     folder: str = ""  # dataset folder under --data-root; "" when there is none (generated, folder:/csv:)
     tree: str = ""  # the expected tree of that folder (errors and docs/datasets.md)
     sources: str = ""  # where each of its files comes from, one file (group) per line

@@ -76,6 +76,8 @@ def _class_order() -> list[tuple[int, int]]:
 CLASS_CELLS: list[tuple[int, int]] = _class_order()
 CLASSNAMES: list[str] = [f"{list(COLOURS)[c]} {SHAPES[s]}" for c, s in CLASS_CELLS]
 TEMPLATE = "a photo of a {}."
+# The model pretrained on this world (clipfit.pretrain_shapes), shipped as a packaged weights file.
+MODEL = ("shapes-vit-tiny", "shapes-world")
 
 # Caption templates of the pretraining corpus (the downstream template above is one of them).
 CAPTION_TEMPLATES: tuple[str, ...] = (
