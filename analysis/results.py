@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from analysis.markdown import markdown_table
 from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform
 from clipfit.data.benchmarks import (  # the paper's dataset order; others follow alphabetically
     BENCHMARKS,
@@ -457,9 +458,7 @@ def _footnotes(table: pd.DataFrame) -> list[str]:
 def to_markdown(kind: str, table: pd.DataFrame) -> str:
     """A GitHub Markdown table of a BASE2NEW ("base2new"), FEWSHOT ("fewshot") or EVAL ("eval") table."""
     headers, rows, notes = cells(kind, table)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+    return "\n".join([markdown_table(headers, rows), *(["", *notes] if notes else [])]) + "\n"
 
 
 def _latex_escape(text: str) -> str:
