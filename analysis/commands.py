@@ -554,8 +554,9 @@ def print_results(output: ResultsOutput) -> None:
 
 def results_from_runs(runs: pd.DataFrame, published: bool, common: Common, signatures: list[str]) -> ResultsOutput:
     """Write the results tables (CSV, Markdown, LaTeX) and figures of a RESULTS_RUNS table."""
-    from analysis.results import base2new_table, eval_table, fewshot_table, to_latex, to_markdown
-    from analysis.results import cells as table_cells
+    from analysis.results import base2new_table, eval_table, fewshot_table
+    from analysis.results_text import cells as table_cells
+    from analysis.results_text import to_latex, to_markdown
     from figures.report import ReportFigure, ReportTable
     from figures.results import (
         caption_base2new,

@@ -17,7 +17,8 @@ from analysis.features import recording
 from analysis.grad_sums import candidate_names, grad_sum_table
 from analysis.param_change import param_change, tensor_change
 from analysis.rep_change import linear_cka, rep_change
-from analysis.results import AVERAGE, ZERO_SHOT, base2new_table, eval_table, fewshot_table, read_runs, to_latex
+from analysis.results import AVERAGE, ZERO_SHOT, base2new_table, eval_table, fewshot_table, read_runs
+from analysis.results_text import to_latex
 from analysis.schemas import BASE2NEW, PARAM_CHANGE, REP_CHANGE
 from analysis.tables import layer_frame
 from analysis.tsne import knn_accuracy
