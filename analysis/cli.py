@@ -22,16 +22,13 @@ import logging
 import sys
 from pathlib import Path
 
-from analysis.commands import (
-    Common,
-    DataOptions,
-    GradSumsOptions,
-    ParamChangeOptions,
-    RepChangeOptions,
-    ReportOptions,
-    ResultsOptions,
-    TsneOptions,
-)
+from analysis.commands.common import Common, DataOptions
+from analysis.commands.grad_sums import GradSumsOptions
+from analysis.commands.param_change import ParamChangeOptions
+from analysis.commands.rep_change import RepChangeOptions
+from analysis.commands.report import ReportOptions
+from analysis.commands.results import ResultsOptions
+from analysis.commands.tsne import TsneOptions
 from clipfit.cli.common import run_command, setup_logging
 
 PRETRAINED_HELP = (
@@ -161,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     common = Common(Path(args.out), argv, getattr(args, "device", "auto"))
 
     def body() -> int:
-        from analysis import commands
+        from analysis.commands import grad_sums, param_change, rep_change, report, results, tsne
 
         if args.command == "param-change":
             opts = ParamChangeOptions(args.checkpoints, args.labels, args.pretrained, args.recipe, args.measure)
-            commands.announce(commands.run_param_change(opts, common))
+            param_change.execute(opts, common)
         elif args.command == "grad-sums":
             opts = GradSumsOptions(
                 args.checkpoint,
@@ -181,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.top,
                 args.layers,
             )
-            commands.announce(commands.run_grad_sums(opts, common))
+            grad_sums.execute(opts, common)
         elif args.command == "tsne":
             opts = TsneOptions(
                 args.checkpoint,
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.knn,
                 args.batch_size,
             )
-            commands.announce(commands.run_tsne(opts, common))
+            tsne.execute(opts, common)
         elif args.command == "rep-change":
             opts = RepChangeOptions(
                 args.checkpoint,
@@ -207,12 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.max_images,
                 args.batch_size,
             )
-            commands.announce(commands.run_rep_change(opts, common))
+            rep_change.execute(opts, common)
         elif args.command == "results":
-            output = commands.run_results(
-                ResultsOptions(args.root, args.published, args.readme, args.readme_figures), common
-            )
-            commands.print_results(output)
+            results.execute(ResultsOptions(args.root, args.published, args.readme, args.readme_figures), common)
         elif args.command == "report":
             opts = ReportOptions(
                 args.run_dirs,
@@ -224,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.batches,
                 args.published,
             )
-            print(commands.run_report(opts, common))
+            report.execute(opts, common)
         return 0
 
     return run_command(body)

@@ -125,7 +125,7 @@ def test_results(tiny_run, tmp_path, capsys):
 def test_results_write_the_readme_block_and_the_scatter(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     out, readme = tmp_path / "results", tmp_path / "README.md"
-    from analysis.commands import README_BEGIN, README_END
+    from analysis.commands.results import README_BEGIN, README_END
 
     readme.write_text(f"# Project\n\n## Results\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\n## Next\n")
     argv = ["results", str(run_dir.parents[4]), "--out", str(out), "--readme", str(readme)]
