@@ -42,7 +42,7 @@ class TsneOptions:
     max_classes: int = 10  # classes shown (the first of the subset), for readability
     max_images: int = 400  # test images at most, evenly spaced over the selected classes
     perplexity: float = 30.0  # t-SNE perplexity (capped at (n - 1) / 3)
-    seed: int = 0  # t-SNE random_state
+    tsne_seed: int = 0  # t-SNE random_state
     knn: int = 5  # k of the k-NN accuracy
     batch_size: int = 256  # images per forward pass
 
@@ -64,7 +64,7 @@ def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
     set_values(bundle, source, "init")
     zero, _ = image_states(bundle.model, *args, desc="features (zero-shot)")
     features = {"zero-shot": zero["output"].numpy(), "fine-tuned": tuned["output"].numpy()}
-    points, metrics = tsne_tables(features, labels.numpy(), classnames, opts.perplexity, opts.seed, opts.knn)
+    points, metrics = tsne_tables(features, labels.numpy(), classnames, opts.perplexity, opts.tsne_seed, opts.knn)
 
     summary = {
         "dataset": cfg.data.dataset,
@@ -72,7 +72,7 @@ def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
         "classes": classnames,
         "images": len(samples),
         "perplexity": opts.perplexity,
-        "seed": opts.seed,
+        "seed": opts.tsne_seed,
         "metrics": metrics.to_dict("records"),
     }
     title = f"t-SNE of image features, zero-shot vs fine-tuned (paper Fig. 5; {cfg.data.dataset} {subset} test images)"
