@@ -260,6 +260,7 @@ def looks_like_dassl(path: str | Path) -> bool:
     """Whether ``path`` is (or holds) a torch.save zip archive rather than a clipfit checkpoint."""
     path = Path(path).expanduser()
     if path.is_dir():
+        # clipfit-core: a run-directory file name, a copy of clipfit.checkpoint.CHECKPOINT_FILE
         if (path / "checkpoint.safetensors").exists():
             return False
         try:

@@ -30,9 +30,9 @@ from tqdm import tqdm
 from analysis.errors import AnalysisError
 from analysis.schemas import GRAD_STEPS, GRAD_SUMS, conform
 from analysis.tables import layer_frame
-from clipfit.engine import train_mode
-from clipfit.heads import ClipHead
-from clipfit.losses import clipfit_loss
+from clipfit.engine import train_mode  # clipfit-core: the training objective's mode (BatchNorm policy)
+from clipfit.heads import ClipHead  # clipfit-core: the training objective's forward through the recipe's head
+from clipfit.losses import clipfit_loss  # clipfit-core: the training objective's loss parts
 from clipfit.recipes import image_biases, image_layernorms, select, text_biases, text_layernorms
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from clipfit.run import versions
+from clipfit.run import versions  # clipfit-core: provenance (versions of clipfit, open_clip, torch)
 
 PROGRAM = "clipfit-analyze"
 

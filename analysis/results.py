@@ -37,7 +37,7 @@ from clipfit.data.benchmarks import (  # the paper's dataset order; others follo
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = "results.json"  # clipfit-core: a run-directory file name, a copy of clipfit.run.RESULTS_FILE
 ZERO_SHOT = "zero-shot"
 AVERAGE = "Average"
 

@@ -16,15 +16,15 @@ import torch
 
 from analysis.dassl import DasslCheckpoint, looks_like_dassl, read_dassl_checkpoint
 from analysis.errors import AnalysisError
-from clipfit.checkpoint import Checkpoint, CheckpointError, checkpoint_path
+from clipfit.checkpoint import Checkpoint, CheckpointError, checkpoint_path  # clipfit-core: a run dir's checkpoint
 from clipfit.config import RunConfig
 from clipfit.models import build_model
 from clipfit.recipes import select
-from clipfit.run import CONFIG_FILE, load_run, signature
+from clipfit.run import CONFIG_FILE, load_run, signature  # clipfit-core: a run dir's config, loading a run, provenance
 
 logger = logging.getLogger(__name__)
 
-LAYERS_FILE = "layers.jsonl"
+LAYERS_FILE = "layers.jsonl"  # clipfit-core: a run-directory file name, a copy of clipfit.engine.LAYERS_FILE
 DASSL_KIND = "original CLIPFit (Dassl) checkpoint"
 
 

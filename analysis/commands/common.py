@@ -132,8 +132,8 @@ def set_values(bundle: ModelBundle, source: Source, which: str) -> None:
 
 def pretrained_text_features(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """t0: normalised text features of the class prompts at the model's current (pretrained) values."""
-    # clipfit-core: the training objective's t0 (the trainer computes it under autocast and through the
-    # recipe's head; this copy does neither)
+    # clipfit-core: the training objective's t0 (the trainer's copy, Trainer._class_features, runs under the
+    # run's autocast through ClipHead.encode_classes; this one calls encode_text without autocast)
     with torch.no_grad():
         model.eval()
         return encode_text(model, tokens, normalize=True).float()
