@@ -23,6 +23,7 @@ from analysis.schemas import BASE2NEW, PARAM_CHANGE, REP_CHANGE
 from analysis.tables import layer_frame
 from analysis.tsne import knn_accuracy
 from clipfit.recipes import select
+from figures.param_change import caption_param_change
 
 # ----------------------------------------------------------------------------- param-change
 
@@ -254,6 +255,21 @@ def test_fewshot_curve_and_transfer_tables(result_tree):
         50.0,
         47.0,
     ]
+
+
+def test_relative_change_of_zero_initialised_tensors_is_undefined_not_an_error():
+    # ||θ₀|| = 0 (LayerNorm biases of a randomly initialised model): rel_change is NaN, and the
+    # caption says so for that group instead of failing on it
+    init = {"visual.ln_pre.bias": torch.zeros(4), "visual.ln_pre.weight": torch.ones(4)}
+    final = {"visual.ln_pre.bias": torch.full((4,), 0.1), "visual.ln_pre.weight": torch.full((4,), 1.5)}
+    table = param_change(init, final, "run")
+    assert table.set_index("name")["rel_change"].isna().to_dict() == {
+        "visual.ln_pre.bias": True,
+        "visual.ln_pre.weight": False,
+    }
+    caption = caption_param_change(table, "rel_change")
+    assert "image LN bias undefined (pretrained values all zero)" in caption
+    assert "image LN weight most at ln_pre (0.5, 100% of the group)" in caption
 
 
 # ----------------------------------------------------------------------------- figures import only tables
