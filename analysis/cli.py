@@ -22,10 +22,9 @@ import dataclasses
 import importlib
 import logging
 import sys
-import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 T = TypeVar("T")
 
@@ -188,7 +187,7 @@ def options_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
         TypeError: a field has no argument of its name (a flag whose dest is not the field's name,
             or a field its sub-command does not offer): a bug of the parser, not of the input.
     """
-    hints = typing.get_type_hints(cls)
+    hints = get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         if f.name in given:

@@ -1,12 +1,14 @@
-"""What the sub-commands share: their common options, and every use of clipfit's orchestration.
+"""What the sub-commands share: their common options, and their one contact with clipfit's orchestration.
 
 The command modules reach clipfit's run-level code (``clipfit.run``, ``clipfit.checkpoint``'s
-``apply_checkpoint``, ``clipfit.cli.common``) only through this module; with
-:mod:`analysis.sources` and :mod:`analysis.outputs` it is all of ``analysis``'s contact with them.
-Each contact is marked ``# clipfit-core:`` with what it needs, so that the clipfit-side owners of
-those concepts (the run directory, the training objective, the trained-model loader) can replace
-them in one pass. Until then the helpers below keep today's behaviour, including the parts that
-duplicate clipfit (a RunConfig rebuilt from a checkpoint, the training batches, t0).
+``apply_checkpoint``, ``clipfit.cli.common``) only through this module. Each contact is marked
+``# clipfit-core:`` with what it needs, so that the clipfit-side owners of those concepts (the run
+directory, the training objective, the trained-model loader) can replace them in one pass; the
+other marked spots of ``analysis`` are :mod:`analysis.sources` (loading a run),
+:mod:`analysis.outputs` (versions), :mod:`analysis.grad_sums` (the training forward and loss) and
+the run-directory file names copied in :mod:`analysis.results` and :mod:`analysis.dassl`. Until
+then the helpers below keep today's behaviour, including the parts that duplicate clipfit (a
+RunConfig rebuilt from a checkpoint, the training batches, t0).
 """
 
 from __future__ import annotations
