@@ -18,53 +18,50 @@ figure as PNG and SVG, and a JSON sidecar with the signature and the command lin
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
 
-from analysis.commands import (
-    Common,
-    DataOptions,
-    GradSumsOptions,
-    ParamChangeOptions,
-    RepChangeOptions,
-    ReportOptions,
-    ResultsOptions,
-    TsneOptions,
-)
-from clipfit.cli.common import run_command, setup_logging
+T = TypeVar("T")
 
 PRETRAINED_HELP = (
     "MODEL:SOURCE of the pretrained model, e.g. ViT-B-16:openai or ViT-B-16:~/.cache/clip/ViT-B-16.pt; required "
     "for original CLIPFit (Dassl) checkpoints, which do not store their starting values"
 )
 
+# Every flag's dest is the name of the options field it fills (see options_from); the command
+# modules, which import torch and matplotlib, are imported only once a sub-command runs.
+
 
 def _common(p: argparse.ArgumentParser, name: str, device: bool = False) -> None:
-    p.add_argument("--out", default=f"reports/{name}", help=f"output folder (default reports/{name})")
+    """--out, -v/-q, and --device where the sub-command runs a model (the fields of Common)."""
+    p.add_argument("--out", type=Path, default=f"reports/{name}", help=f"output folder (default reports/{name})")
     if device:
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
+    else:
+        p.set_defaults(device="auto")  # reads tables and checkpoints only
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the written paths")
 
 
 def _data(p: argparse.ArgumentParser) -> None:
+    """The fields of DataOptions."""
     g = p.add_argument_group("data (default: the run's own)")
     g.add_argument("--dataset", help="registered dataset (needed for original CLIPFit checkpoints)")
     g.add_argument("--data-root", help="folder holding the dataset folders")
-    g.add_argument("--setting", choices=("base2new", "fewshot"), help="label spaces: base/new or all classes")
+    # validated with the run's settings (clipfit.config.SETTINGS), not here: --help imports no clipfit
+    g.add_argument("--setting", help="label spaces: base2new (base/new) or fewshot (all classes)")
     g.add_argument("--shots", type=int, help="few-shot draw (grad-sums on the train split)")
     g.add_argument("--seed", type=int, help="seed of the few-shot draw and batch order")
     g.add_argument("--template", help="prompt template with one {}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clipfit-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("param-change", help="per-layer change from the pretrained values (paper Fig. 3, 4 right)")
+def _param_change(p: argparse.ArgumentParser) -> None:
+    """The fields of ParamChangeOptions."""
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="run directory, checkpoint file, or Dassl checkpoint")
     p.add_argument("--labels", nargs="+", help="one label per checkpoint (default: recipe, λ, or the differing path)")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
@@ -77,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, "param-change")
 
-    p = sub.add_parser("grad-sums", help="squared-gradient sums per tensor over N batches (paper Fig. 4 left)")
+
+def _grad_sums(p: argparse.ArgumentParser) -> None:
+    """The fields of GradSumsOptions."""
     p.add_argument("checkpoint", nargs="?", metavar="CKPT", help="a run (default: the pretrained model)")
     p.add_argument("--pretrained", help=PRETRAINED_HELP + "; without CKPT, the model to measure")
     p.add_argument("--recipe", help="recipe whose tensors are marked (default: the run's, else clipfit)")
@@ -89,10 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-candidates", action="store_true", help="every bias and LayerNorm tensor of both towers")
     p.add_argument("--top", type=int, default=25, help="tensors in the ranked figure (default 25)")
     p.add_argument("--layers", help="layers.jsonl or its run directory, for per-step curves (default: CKPT's)")
+    p.add_argument("--no-curves", dest="curves", action="store_false", help="skip the per-step curves")
     _data(p)
     _common(p, "grad-sums", device=True)
 
-    p = sub.add_parser("tsne", help="t-SNE of zero-shot vs fine-tuned image features (paper Fig. 5)")
+
+def _tsne(p: argparse.ArgumentParser) -> None:
+    """The fields of TsneOptions."""
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
     p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
@@ -106,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data(p)
     _common(p, "tsne", device=True)
 
-    p = sub.add_parser("rep-change", help="linear CKA of each block, pretrained vs fine-tuned")
+
+def _rep_change(p: argparse.ArgumentParser) -> None:
+    """The fields of RepChangeOptions."""
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
     p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
@@ -116,31 +120,89 @@ def build_parser() -> argparse.ArgumentParser:
     _data(p)
     _common(p, "rep-change", device=True)
 
-    p = sub.add_parser("results", help="result tables over seeds (Markdown, CSV, LaTeX) and figures")
+
+def _results(p: argparse.ArgumentParser) -> None:
+    """The fields of ResultsOptions."""
     p.add_argument("root", metavar="RUN_ROOT", help="folder searched recursively for results.json")
     p.add_argument("--readme", metavar="FILE", help="rewrite the generated results block of this Markdown file")
     p.add_argument("--readme-figures", default="docs/figures", help="where --readme copies its figures")
     p.add_argument("--published", action="store_true", help="add the published ViT-B/16 numbers (PAPER.md 8)")
     _common(p, "results")
 
-    p = sub.add_parser("report", help="self-contained HTML + Markdown report of one or more runs")
+
+def _report(p: argparse.ArgumentParser) -> None:
+    """The fields of ReportOptions."""
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--title", help="report title")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
-    p.add_argument("--no-data-passes", action="store_true", help="skip grad-sums, tsne and rep-change")
+    p.add_argument(
+        "--no-data-passes", dest="data_passes", action="store_false", help="skip grad-sums, tsne and rep-change"
+    )
     p.add_argument("--max-images", type=int, default=400, help="test images for tsne and rep-change (default 400)")
     p.add_argument("--max-classes", type=int, default=10, help="classes in the t-SNE (default 10)")
     p.add_argument("--batches", type=int, default=4, help="batches for the gradient sums (default 4)")
     p.add_argument("--published", action="store_true", help="add the published ViT-B/16 numbers")
     _common(p, "report", device=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One sub-command: where it runs and what its help says."""
+
+    module: str  # analysis.commands.<module>: OPTIONS (its options dataclass) and execute(opts, common)
+    summary: str  # the line in clipfit-analyze --help
+    arguments: Callable[[argparse.ArgumentParser], None]  # adds one flag per field of OPTIONS
+
+
+COMMANDS: dict[str, Command] = {
+    "param-change": Command(
+        "param_change", "per-layer change from the pretrained values (paper Fig. 3, 4 right)", _param_change
+    ),
+    "grad-sums": Command(
+        "grad_sums", "squared-gradient sums per tensor over N batches (paper Fig. 4 left)", _grad_sums
+    ),
+    "tsne": Command("tsne", "t-SNE of zero-shot vs fine-tuned image features (paper Fig. 5)", _tsne),
+    "rep-change": Command("rep_change", "linear CKA of each block, pretrained vs fine-tuned", _rep_change),
+    "results": Command("results", "result tables over seeds (Markdown, CSV, LaTeX) and figures", _results),
+    "report": Command("report", "self-contained HTML + Markdown report of one or more runs", _report),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipfit-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        command.arguments(sub.add_parser(name, help=command.summary, description=command.summary))
     return parser
 
 
-def _data_options(args: argparse.Namespace) -> DataOptions:
-    return DataOptions(args.dataset, args.data_root, args.setting, args.shots, args.seed, args.template)
+def options_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """A ``cls`` dataclass filled by field name: ``given[name]``, else ``args.<name>``.
+
+    A field whose type is itself a dataclass (``data: DataOptions``) is filled the same way from the
+    same ``args``. Nothing depends on the order of the fields or of the flags.
+
+    Raises:
+        TypeError: a field has no argument of its name (a flag whose dest is not the field's name,
+            or a field its sub-command does not offer): a bug of the parser, not of the input.
+    """
+    hints = get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in given:
+            values[f.name] = given[f.name]
+        elif isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name]):
+            values[f.name] = options_from(hints[f.name], args)
+        elif hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no command-line argument (no argparse dest {f.name!r})")
+    return cls(**values)
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _configure_logging(args: argparse.Namespace, setup_logging: Callable[[int, bool], None]) -> None:
     """clipfit's console handlers, shared by the analysis loggers."""
     setup_logging(args.verbose, args.quiet)
     source, target = logging.getLogger("clipfit"), logging.getLogger("analysis")
@@ -157,77 +219,16 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    _configure_logging(args)
-    common = Common(Path(args.out), argv, getattr(args, "device", "auto"))
+    from analysis.commands import common  # imports torch and clipfit: only once the arguments parsed
+
+    _configure_logging(args, common.setup_logging)
 
     def body() -> int:
-        from analysis import commands
-
-        if args.command == "param-change":
-            opts = ParamChangeOptions(args.checkpoints, args.labels, args.pretrained, args.recipe, args.measure)
-            commands.announce(commands.run_param_change(opts, common))
-        elif args.command == "grad-sums":
-            opts = GradSumsOptions(
-                args.checkpoint,
-                args.pretrained,
-                args.recipe,
-                args.state,
-                _data_options(args),
-                args.split,
-                args.batches,
-                args.batch_size,
-                args.reg_weight,
-                args.all_candidates,
-                args.top,
-                args.layers,
-            )
-            commands.announce(commands.run_grad_sums(opts, common))
-        elif args.command == "tsne":
-            opts = TsneOptions(
-                args.checkpoint,
-                args.pretrained,
-                args.recipe,
-                _data_options(args),
-                args.subset,
-                args.max_classes,
-                args.max_images,
-                args.perplexity,
-                args.tsne_seed,
-                args.knn,
-                args.batch_size,
-            )
-            commands.announce(commands.run_tsne(opts, common))
-        elif args.command == "rep-change":
-            opts = RepChangeOptions(
-                args.checkpoint,
-                args.pretrained,
-                args.recipe,
-                _data_options(args),
-                args.subset,
-                args.max_images,
-                args.batch_size,
-            )
-            commands.announce(commands.run_rep_change(opts, common))
-        elif args.command == "results":
-            output = commands.run_results(
-                ResultsOptions(args.root, args.published, args.readme, args.readme_figures), common
-            )
-            commands.print_results(output)
-        elif args.command == "report":
-            opts = ReportOptions(
-                args.run_dirs,
-                args.title,
-                args.pretrained,
-                not args.no_data_passes,
-                args.max_images,
-                args.max_classes,
-                args.batches,
-                args.published,
-            )
-            print(commands.run_report(opts, common))
+        module = importlib.import_module(f"analysis.commands.{COMMANDS[args.command].module}")
+        module.execute(options_from(module.OPTIONS, args), options_from(common.Common, args, argv=argv))
         return 0
 
-    return run_command(body)
+    return common.run_command(body)
 
 
 def console() -> None:

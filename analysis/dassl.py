@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from clipfit.checkpoint import CheckpointError
+from clipfit.rundir import CHECKPOINT_FILE
 
 _STORAGE_DTYPES: dict[str, torch.dtype] = {
     "FloatStorage": torch.float32,
@@ -260,7 +261,7 @@ def looks_like_dassl(path: str | Path) -> bool:
     """Whether ``path`` is (or holds) a torch.save zip archive rather than a clipfit checkpoint."""
     path = Path(path).expanduser()
     if path.is_dir():
-        if (path / "checkpoint.safetensors").exists():
+        if (path / CHECKPOINT_FILE).exists():
             return False
         try:
             path = find_checkpoint_file(path)

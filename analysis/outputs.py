@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from clipfit.run import versions
+from clipfit.provenance import versions
 
 PROGRAM = "clipfit-analyze"
 

@@ -12,8 +12,9 @@ ddof = 1; 0 for a single seed):
 * cross-dataset transfer and domain generalisation: clipfit-eval's target accuracies.
 
 Zero-shot is a method of its own, taken from the ``zero_shot`` numbers every run records (in the
-few-shot table it is the 0-shot point). Published numbers of ViT-B/16 (PAPER.md section 8) can be
-appended for comparison; they are averages over the paper's 11 datasets.
+few-shot table it is the 0-shot point). Published numbers of ViT-B/16 (PAPER.md section 8, in
+:mod:`analysis.published`) can be appended for comparison; they are averages over the paper's 11
+datasets. :mod:`analysis.results_text` renders the tables as Markdown and LaTeX.
 """
 
 from __future__ import annotations
@@ -21,52 +22,25 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from analysis.published import PUBLISHED_DATASET, published_base2new_rows, published_fewshot_rows
 from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform
 from clipfit.data.catalog import (  # the paper's dataset order; others follow alphabetically
     BENCHMARKS,
     IMAGENET_VARIANTS,
 )
+from clipfit.metrics import harmonic_mean
+from clipfit.rundir import RESULTS_FILE
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 ZERO_SHOT = "zero-shot"
 AVERAGE = "Average"
-PUBLISHED_DATASET = "Average (11 datasets, paper)"
-PUBLISHED_SOURCE = "published, ViT-B/16 (PAPER.md section 8)"
-# PAPER.md section 8: base-to-new averages over 11 datasets, ViT-B/16 (method, Base, New, HM).
-PUBLISHED_BASE2NEW: tuple[tuple[str, float, float, float], ...] = (
-    ("zero-shot CLIP", 69.34, 74.22, 71.70),
-    ("CoOp", 82.69, 63.22, 71.66),
-    ("CoCoOp", 80.47, 71.69, 75.83),
-    ("ProGrad", 82.48, 70.75, 76.16),
-    ("KgCoOp", 80.73, 73.60, 77.00),
-    ("MaPLe", 82.28, 75.14, 78.55),
-    ("PromptSRC", 84.26, 76.10, 79.97),
-    ("CLIPFit (paper)", math.nan, math.nan, 78.97),
-)
-# PAPER.md section 8: 16-shot few-shot averages over 11 datasets.
-PUBLISHED_FEWSHOT16: tuple[tuple[str, float], ...] = (
-    ("CoOp", 79.89),
-    ("CoCoOp", 74.90),
-    ("MaPLe", 81.79),
-    ("PromptSRC", 82.87),
-    ("linear probe", 78.79),
-    ("CLIP-LoRA", 83.0),
-)
-
-
-def harmonic_mean(base: float, new: float) -> float:
-    """2BN / (B + N); NaN if either is NaN, 0 when both are 0."""
-    if math.isnan(base) or math.isnan(new):
-        return math.nan
-    return 2 * base * new / (base + new) if base + new > 0 else 0.0
 
 
 def _std(values: pd.Series) -> float:
@@ -265,24 +239,7 @@ def base2new_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
             }
         )
     if published:
-        averages += [
-            {
-                "method": method,
-                "model": "ViT-B-16",
-                "pretrained": "openai",
-                "dataset": PUBLISHED_DATASET,
-                "seeds": 3,
-                "base_mean": base,
-                "base_std": math.nan,
-                "new_mean": new,
-                "new_std": math.nan,
-                "hm": hm,
-                "hm_std": math.nan,
-                "comparable": True,
-                "source": PUBLISHED_SOURCE,
-            }
-            for method, base, new, hm in PUBLISHED_BASE2NEW
-        ]
+        averages += published_base2new_rows()
     table = pd.concat([table, pd.DataFrame(averages, columns=table.columns)], ignore_index=True)
     return conform(_sort(table), BASE2NEW)
 
@@ -333,21 +290,7 @@ def fewshot_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
             }
         )
     if published:
-        averages += [
-            {
-                "method": method,
-                "model": "ViT-B-16",
-                "pretrained": "openai",
-                "dataset": PUBLISHED_DATASET,
-                "shots": 16,
-                "seeds": 3,
-                "acc_mean": acc,
-                "acc_std": math.nan,
-                "comparable": True,
-                "source": PUBLISHED_SOURCE,
-            }
-            for method, acc in PUBLISHED_FEWSHOT16
-        ]
+        averages += published_fewshot_rows()
     table = pd.concat([table, pd.DataFrame(averages, columns=table.columns)], ignore_index=True)
     return conform(_sort(table, ["shots"]), FEWSHOT)
 
@@ -380,108 +323,6 @@ def eval_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table = table.assign(_k=table["kind"]).sort_values(["_k"], kind="stable").drop(columns="_k")
     return conform(_sort(table, ["kind"]), EVAL)
-
-
-# ----------------------------------------------------------------------------- text renderings
-
-Cell = Callable[[pd.Series], str]
-
-
-def _num(value: float, std: float | None = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if std is None or (isinstance(std, float) and (math.isnan(std) or std == 0)):
-        return f"{value:.2f}"
-    return f"{value:.2f} ± {std:.2f}"
-
-
-def _method(row: pd.Series) -> str:
-    mark = "" if row.get("comparable", True) else " †"
-    return f"{row['method']}{mark}"
-
-
-def _needs_model_column(table: pd.DataFrame) -> bool:
-    own = table[table["source"] == ""]
-    return len(own.drop_duplicates(["model", "pretrained"])) > 1
-
-
-def _columns(kind: str, table: pd.DataFrame) -> list[tuple[str, Cell]]:
-    model = [("Model", lambda r: f"{r['model']} ({r['pretrained']})")] if _needs_model_column(table) else []
-    if kind == "base2new":
-        return [
-            ("Dataset", lambda r: r["dataset"]),
-            ("Method", _method),
-            *model,
-            ("Base", lambda r: _num(r["base_mean"], r["base_std"])),
-            ("New", lambda r: _num(r["new_mean"], r["new_std"])),
-            ("HM", lambda r: _num(r["hm"], r["hm_std"])),
-            ("Seeds", lambda r: str(r["seeds"])),
-        ]
-    if kind == "fewshot":
-        return [
-            ("Dataset", lambda r: r["dataset"]),
-            ("Method", _method),
-            *model,
-            ("Shots", lambda r: str(r["shots"])),
-            ("Acc", lambda r: _num(r["acc_mean"], r["acc_std"])),
-            ("Seeds", lambda r: str(r["seeds"])),
-        ]
-    return [
-        ("Kind", lambda r: r["kind"]),
-        ("Trained on", lambda r: str(r["source_dataset"])),
-        ("Target", lambda r: r["dataset"]),
-        ("Method", _method),
-        *model,
-        ("Acc", lambda r: _num(r["acc_mean"], r["acc_std"])),
-        ("Zero-shot", lambda r: _num(r["zero_shot_mean"])),
-        ("Seeds", lambda r: str(r["seeds"])),
-    ]
-
-
-def cells(kind: str, table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
-    """(headers, rows of formatted cells, footnotes) of a "base2new", "fewshot" or "eval" table."""
-    columns = _columns(kind, table)
-    rows = [[cell(row) for _, cell in columns] for _, row in table.iterrows()]
-    return [h for h, _ in columns], rows, _footnotes(table)
-
-
-def _footnotes(table: pd.DataFrame) -> list[str]:
-    notes = []
-    if (~table["comparable"].astype(bool)).any():
-        notes.append("† not comparable with published numbers (capped test set or a random split).")
-    if (table["source"] != "").any():
-        notes.append(f"Rows '{PUBLISHED_DATASET}': {PUBLISHED_SOURCE}.")
-    return notes
-
-
-def to_markdown(kind: str, table: pd.DataFrame) -> str:
-    """A GitHub Markdown table of a BASE2NEW ("base2new"), FEWSHOT ("fewshot") or EVAL ("eval") table."""
-    headers, rows, notes = cells(kind, table)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
-
-
-def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"), ("_", r"\_")):
-        text = text.replace(char, escaped)
-    return text.replace("±", r"$\pm$").replace("λ", r"$\lambda$").replace("†", r"$^\dagger$")
-
-
-def to_latex(kind: str, table: pd.DataFrame) -> str:
-    """A booktabs LaTeX tabular of the same cells as :func:`to_markdown`."""
-    headers, rows, notes = cells(kind, table)
-    spec = "l" * 2 + "r" * (len(headers) - 2)
-    lines = [
-        f"\\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(map(_latex_escape, headers)) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(_latex_escape(cell) for cell in row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [f"% {note}" for note in notes]
-    return "\n".join(lines) + "\n"
 
 
 def summary(runs: pd.DataFrame) -> dict:

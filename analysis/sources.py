@@ -16,15 +16,16 @@ import torch
 
 from analysis.dassl import DasslCheckpoint, looks_like_dassl, read_dassl_checkpoint
 from analysis.errors import AnalysisError
-from clipfit.checkpoint import Checkpoint, CheckpointError, checkpoint_path
-from clipfit.config import RunConfig
+from clipfit.checkpoint import Checkpoint, CheckpointError
+from clipfit.config import RunConfig, resolve
+from clipfit.errors import ClipfitError
 from clipfit.models import build_model
+from clipfit.provenance import signature
 from clipfit.recipes import select
-from clipfit.run import CONFIG_FILE, load_run, signature
+from clipfit.rundir import RunDir, checkpoint_file, load_run
 
 logger = logging.getLogger(__name__)
 
-LAYERS_FILE = "layers.jsonl"
 DASSL_KIND = "original CLIPFit (Dassl) checkpoint"
 
 
@@ -63,13 +64,17 @@ class Source:
     @property
     def layers_file(self) -> Path | None:
         """The run's per-step layer log, when there is one."""
-        if self.run_dir is not None and (self.run_dir / LAYERS_FILE).is_file():
-            return self.run_dir / LAYERS_FILE
-        return None
+        return RunDir(self.run_dir).layers_file if self.run_dir is not None else None
 
     @property
     def reg_weight(self) -> float | None:
-        return self.cfg.optim.reg_weight if self.cfg is not None else None
+        """The lambda the run's loss had (records of older versions resolved by today's rules)."""
+        if self.cfg is None:
+            return None
+        try:
+            return resolve(self.cfg).optim.reg_weight
+        except ClipfitError:  # a record today's rules cannot resolve (e.g. a dataset no longer known)
+            return self.cfg.optim.reg_weight
 
 
 def load_source(path: str | Path, pretrained: str | None = None, recipe: str = "clipfit") -> Source:
@@ -94,7 +99,7 @@ def load_source(path: str | Path, pretrained: str | None = None, recipe: str = "
                 "pass --pretrained MODEL:SOURCE (e.g. ViT-B-16:openai, or ViT-B-16:~/.cache/clip/ViT-B-16.pt)"
             )
         return _dassl_source(path, read_dassl_checkpoint(path), *parse_pretrained(pretrained), recipe)
-    if path.is_dir() and not checkpoint_path(path).is_file():
+    if path.is_dir() and not checkpoint_file(path).is_file():
         raise CheckpointError(
             f"no checkpoint in {path}: expected a clipfit-train run directory (with checkpoint.safetensors) "
             "or an original CLIPFit output folder (prompt_learner/model.pth.tar-<epoch>)"
@@ -102,18 +107,17 @@ def load_source(path: str | Path, pretrained: str | None = None, recipe: str = "
     if pretrained is not None:
         logger.info("%s is a clipfit checkpoint with its own pretrained values; --pretrained is not needed", path)
     try:
-        cfg, ckpt = load_run(path)
+        cfg, ckpt, run = load_run(path)
     except CheckpointError as exc:
         raise CheckpointError(
             f"{exc}. clipfit-analyze reads clipfit-train checkpoints and original CLIPFit (Dassl) checkpoints"
         ) from None
-    file = checkpoint_path(path)
-    run_dir = file.parent if (file.parent / CONFIG_FILE).is_file() else None
     if not ckpt.meta.get("complete", True):
         logger.warning(
             "%s is an unfinished run (epoch %s); analysing its last checkpoint", path, ckpt.meta.get("epoch")
         )
-    return Source(path, "clipfit run", ckpt, run_dir, cfg if run_dir is not None else None)
+    # a bare checkpoint file carries no settings of its own: the analyses ask for --dataset, as for Dassl files
+    return Source(path, "clipfit run", ckpt, run.path if run else None, cfg if run else None)
 
 
 def _same_up_to_rounding(stored: torch.Tensor, reference: torch.Tensor) -> bool:

@@ -70,9 +70,12 @@ def caption_param_change(table: pd.DataFrame, measure: str = "sq_change") -> str
     first = table[table["checkpoint"] == checkpoints[0]]
     parts = []
     for group in dict.fromkeys(first.sort_values("order")["group"]):
-        rows = first[first["group"] == group]
-        top = rows.loc[rows[measure].idxmax()]
-        share = top[measure] / rows[measure].sum() if rows[measure].sum() > 0 else math.nan
+        values = first.loc[first["group"] == group, measure].dropna()
+        if values.empty:  # rel_change of a group whose pretrained values are all zero (e.g. zero-initialised biases)
+            parts.append(f"{group} undefined (pretrained values all zero)")
+            continue
+        top = first.loc[values.idxmax()]
+        share = top[measure] / values.sum() if values.sum() > 0 else math.nan
         parts.append(f"{group} most at {top['position']} ({_fmt(top[measure])}, {share:.0%} of the group)")
     measure_name = MEASURES[measure]
     sentence = f"{measure_name[0].upper()}{measure_name[1:]} of every trained tensor"

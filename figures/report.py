@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.markdown import markdown_table
+
 INDEX = "index.html"
 MARKDOWN = "report.md"
 MANIFEST = "report.json"
@@ -80,12 +82,6 @@ def _html_table(table: ReportTable) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _files_html(paths: list[Path], root: Path) -> str:
     links = [f'<a href="{html.escape(_rel(p, root))}">{html.escape(p.name)}</a>' for p in paths]
     return f'<p class="files">data: {" · ".join(links)}</p>' if links else ""
@@ -121,12 +117,20 @@ def write_report(
         f"<h2>{html.escape(runs.title)}</h2>",
         _html_table(runs),
     ]
-    md = [f"# {title}", "", *[p + "\n" for p in intro], f"## {runs.title}", "", _md_table(runs.headers, runs.rows), ""]
+    md = [
+        f"# {title}",
+        "",
+        *[p + "\n" for p in intro],
+        f"## {runs.title}",
+        "",
+        markdown_table(runs.headers, runs.rows),
+        "",
+    ]
     for table in tables:
         parts += [f'<h2 id="table-{html.escape(table.key)}">{html.escape(table.title)}</h2>', _html_table(table)]
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]
         parts.append(_files_html(table.data, out))
-        md += [f"## {table.title}", "", _md_table(table.headers, table.rows), "", *[n + "\n" for n in table.notes]]
+        md += [f"## {table.title}", "", markdown_table(table.headers, table.rows), "", *[n + "\n" for n in table.notes]]
     for fig in figures:
         data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
         parts += [

@@ -17,11 +17,13 @@ from analysis.features import recording
 from analysis.grad_sums import candidate_names, grad_sum_table
 from analysis.param_change import param_change, tensor_change
 from analysis.rep_change import linear_cka, rep_change
-from analysis.results import AVERAGE, ZERO_SHOT, base2new_table, eval_table, fewshot_table, read_runs, to_latex
+from analysis.results import AVERAGE, ZERO_SHOT, base2new_table, eval_table, fewshot_table, read_runs
+from analysis.results_text import to_latex
 from analysis.schemas import BASE2NEW, PARAM_CHANGE, REP_CHANGE
 from analysis.tables import layer_frame
 from analysis.tsne import knn_accuracy
 from clipfit.recipes import select
+from figures.param_change import caption_param_change
 
 # ----------------------------------------------------------------------------- param-change
 
@@ -255,12 +257,28 @@ def test_fewshot_curve_and_transfer_tables(result_tree):
     ]
 
 
+def test_relative_change_of_zero_initialised_tensors_is_undefined_not_an_error():
+    # ||θ₀|| = 0 (LayerNorm biases of a randomly initialised model): rel_change is NaN, and the
+    # caption says so for that group instead of failing on it
+    init = {"visual.ln_pre.bias": torch.zeros(4), "visual.ln_pre.weight": torch.ones(4)}
+    final = {"visual.ln_pre.bias": torch.full((4,), 0.1), "visual.ln_pre.weight": torch.full((4,), 1.5)}
+    table = param_change(init, final, "run")
+    assert table.set_index("name")["rel_change"].isna().to_dict() == {
+        "visual.ln_pre.bias": True,
+        "visual.ln_pre.weight": False,
+    }
+    caption = caption_param_change(table, "rel_change")
+    assert "image LN bias undefined (pretrained values all zero)" in caption
+    assert "image LN weight most at ln_pre (0.5, 100% of the group)" in caption
+
+
 # ----------------------------------------------------------------------------- figures import only tables
 
 
-def test_figures_import_nothing_but_plotting_libraries_and_the_schemas():
+def test_figures_import_only_plotting_libraries_the_schemas_and_the_markdown_renderer():
     allowed = {"__future__", "base64", "contextlib", "collections", "dataclasses", "html", "json", "math", "pathlib",
-               "typing", "pandas", "numpy", "matplotlib", "seaborn", "figures", "analysis.schemas"}  # fmt: skip
+               "typing", "pandas", "numpy", "matplotlib", "seaborn", "figures", "analysis.schemas",
+               "analysis.markdown"}  # fmt: skip
     for file in (Path(__file__).parents[2] / "figures").glob("*.py"):
         tree = ast.parse(file.read_text())
         for node in ast.walk(tree):

@@ -1,0 +1,95 @@
+"""``clipfit-analyze rep-change``: linear CKA per block, pretrained against fine-tuned hidden states.
+
+For each block of both towers, CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F * ||Yc^T Yc||_F) between
+the pooled hidden states X (pretrained) and Y (fine-tuned) of the same inputs, columns centred
+(see :mod:`analysis.rep_change`): test images for the image tower, the class prompts for the text
+tower.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+
+from analysis.commands.bundle import announce, write_figure
+from analysis.commands.common import (
+    Common,
+    DataOptions,
+    checkpoint_values,
+    data_config,
+    device,
+    label_space_images,
+    prepare_data,
+    trained_model,
+)
+from analysis.features import image_states, text_states
+from analysis.outputs import OutputDir
+from analysis.rep_change import rep_change
+from analysis.sources import load_source
+from clipfit.prompts import class_tokens
+from figures.rep_change import caption_rep_change, draw_rep_change
+from figures.report import ReportFigure
+
+
+@dataclass
+class RepChangeOptions:
+    """Which run and images ``rep-change`` compares."""
+
+    checkpoint: str  # a run directory, checkpoint file or original CLIPFit checkpoint
+    pretrained: str | None = None  # MODEL:SOURCE (required for original CLIPFit checkpoints)
+    recipe: str = "clipfit"  # tensors an original CLIPFit run trained
+    data: DataOptions = field(default_factory=DataOptions)  # dataset and draw (default: the run's)
+    subset: str | None = None  # label space of the test images (default: the run's training one)
+    max_images: int = 512  # test images at most for the image tower
+    batch_size: int = 256  # images per forward pass
+
+
+OPTIONS = RepChangeOptions
+
+
+def run_rep_change(opts: RepChangeOptions, common: Common) -> list[ReportFigure]:
+    """Linear CKA between pretrained and fine-tuned hidden states at every block of both towers."""
+    dev = device(common.device)
+    source = load_source(opts.checkpoint, opts.pretrained, opts.recipe)
+    cfg = data_config(source, opts.data)
+    data = prepare_data(cfg)
+    samples, _, subset = label_space_images(data, opts.subset, None, opts.max_images)
+    bundle = trained_model(source, opts.pretrained, dev)
+    tokens = class_tokens(bundle.tokenizer, bundle.model, data.template, data.dataset.classnames)
+
+    def states(desc: str, encode=None) -> dict[str, dict[str, torch.Tensor]]:
+        image, _ = image_states(
+            bundle.model, samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, True, desc, encode
+        )
+        return {"image": image, "text": text_states(bundle.model, tokens)}
+
+    # the fine-tuned image output goes through the recipe's head (CLIP-Adapter's adapter); the text
+    # tower is measured on the template prompts, which a CoOp context does not change
+    after = states("hidden states (fine-tuned)", functools.partial(bundle.head.encode_images, bundle.model))
+    with checkpoint_values(bundle.model, source.ckpt, "init", model_name=bundle.name):
+        before = states("hidden states (pretrained)")
+    table = rep_change(before, after)
+
+    summary = {
+        "dataset": cfg.data.dataset,
+        "image_inputs": f"{len(samples)} test images of label space '{subset}'",
+        "text_inputs": f"{len(tokens)} class prompts ({data.template!r}, all classes)",
+    }
+    figure = write_figure(
+        OutputDir(common.out, common.argv, "rep-change"),
+        "rep_change",
+        table,
+        lambda: draw_rep_change(table),
+        "Representation change per block (linear CKA)",
+        caption_rep_change(table),
+        [source.signature],
+        summary,
+    )
+    return [figure]
+
+
+def execute(opts: RepChangeOptions, common: Common) -> None:
+    """Run, then print where the figure went."""
+    announce(run_rep_change(opts, common))

@@ -1,0 +1,94 @@
+"""``clipfit-analyze tsne``: t-SNE of zero-shot against fine-tuned image features (paper Fig. 5).
+
+The same test images through the pretrained and the fine-tuned model (the fine-tuned one through
+the recipe's head, e.g. CLIP-Adapter's adapter), each embedded separately; beside the picture,
+numbers from the feature space itself (see :mod:`analysis.tsne`):
+silhouette = mean_i (b_i - a_i) / max(a_i, b_i) (cosine) and the leave-one-out k-NN accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from analysis.commands.bundle import announce, write_figure
+from analysis.commands.common import (
+    Common,
+    DataOptions,
+    checkpoint_values,
+    data_config,
+    device,
+    label_space_images,
+    prepare_data,
+    trained_model,
+)
+from analysis.features import image_states
+from analysis.outputs import OutputDir
+from analysis.sources import load_source
+from analysis.tsne import tsne_tables
+from figures.report import ReportFigure
+from figures.tsne import caption_tsne, draw_tsne
+
+
+@dataclass
+class TsneOptions:
+    """Which run, images and t-SNE settings ``tsne`` uses."""
+
+    checkpoint: str  # a run directory, checkpoint file or original CLIPFit checkpoint
+    pretrained: str | None = None  # MODEL:SOURCE (required for original CLIPFit checkpoints)
+    recipe: str = "clipfit"  # tensors an original CLIPFit run trained
+    data: DataOptions = field(default_factory=DataOptions)  # dataset and draw (default: the run's)
+    subset: str | None = None  # base, new or all (default: the label space the run trained on)
+    max_classes: int = 10  # classes shown (the first of the subset), for readability
+    max_images: int = 400  # test images at most, evenly spaced over the selected classes
+    perplexity: float = 30.0  # t-SNE perplexity (capped at (n - 1) / 3)
+    tsne_seed: int = 0  # t-SNE random_state
+    knn: int = 5  # k of the k-NN accuracy
+    batch_size: int = 256  # images per forward pass
+
+
+OPTIONS = TsneOptions
+
+
+def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
+    """t-SNE of zero-shot and fine-tuned image features of the same test images (Fig. 5)."""
+    dev = device(common.device)
+    source = load_source(opts.checkpoint, opts.pretrained, opts.recipe)
+    cfg = data_config(source, opts.data)
+    data = prepare_data(cfg)
+    samples, classnames, subset = label_space_images(data, opts.subset, opts.max_classes, opts.max_images)
+    bundle = trained_model(source, opts.pretrained, dev)
+    args = (samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, False)
+    with_head = functools.partial(bundle.head.encode_images, bundle.model)  # e.g. CLIP-Adapter's adapter
+    tuned, labels = image_states(bundle.model, *args, desc="features (fine-tuned)", encode=with_head)
+    with checkpoint_values(bundle.model, source.ckpt, "init", model_name=bundle.name):
+        zero, _ = image_states(bundle.model, *args, desc="features (zero-shot)")
+    features = {"zero-shot": zero["output"].numpy(), "fine-tuned": tuned["output"].numpy()}
+    points, metrics = tsne_tables(features, labels.numpy(), classnames, opts.perplexity, opts.tsne_seed, opts.knn)
+
+    summary = {
+        "dataset": cfg.data.dataset,
+        "subset": subset,
+        "classes": classnames,
+        "images": len(samples),
+        "perplexity": opts.perplexity,
+        "seed": opts.tsne_seed,
+        "metrics": metrics.to_dict("records"),
+    }
+    title = f"t-SNE of image features, zero-shot vs fine-tuned (paper Fig. 5; {cfg.data.dataset} {subset} test images)"
+    figure = write_figure(
+        OutputDir(common.out, common.argv, "tsne"),
+        "tsne",
+        {"tsne": points, "tsne_metrics": metrics},
+        lambda: draw_tsne(points, metrics),
+        title,
+        caption_tsne(metrics),
+        [source.signature],
+        summary,
+    )
+    return [figure]
+
+
+def execute(opts: TsneOptions, common: Common) -> None:
+    """Run, then print where the figure went."""
+    announce(run_tsne(opts, common))
