@@ -1,5 +1,5 @@
-"""Layer columns of the analysis tables: a tabulation of :func:`clipfit.layers.describe`.
-"""
+"""Layer columns of the analysis tables: a tabulation of :func:`clipfit.layers.describe`, the one definition
+of "layer"; nothing here groups or orders tensors any other way."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves half of one, and reading logs of a run.
+"""Writing files so that a crash never leaves half of one.
 
 Every file clipfit writes into a run directory, a split folder or a cache goes through
 :func:`atomic_write_bytes`: the content is written to a temporary file in the same folder, then

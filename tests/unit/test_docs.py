@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from analysis import schemas
+from clipfit import rundir
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
 from clipfit.data.custom import FOLDER_TREE
@@ -100,3 +101,18 @@ def test_relative_links_point_at_files_of_the_repository(page):
         assert path.is_relative_to(REPO) and path.exists(), f"{page.name} links to {target}, which does not exist"
         if anchor and path.suffix == ".md":
             assert anchor in _anchors(path), f"{page.name} links to {target}, which has no such heading"
+
+
+def test_run_directory_page_lists_exactly_the_files_of_a_run():
+    listed = set(re.findall(r"^\| `([^`]+)` \|", _text(DOCS / "run-directory.md"), flags=re.MULTILINE))
+    assert listed == set(rundir.RUN_FILES), "docs/run-directory.md must list the files clipfit.rundir names"
+
+
+def test_architecture_page_names_only_modules_that_exist_and_every_module():
+    text = _text(DOCS / "architecture.md")
+    named = set(re.findall(r"`((?:clipfit|analysis|figures|benchmarks)/[\w/]+\.(?:py|sh))`", text))
+    missing = sorted(p for p in named if not (REPO / p).is_file())
+    assert named and not missing, f"docs/architecture.md names modules that do not exist: {missing}"
+    modules = [p.relative_to(REPO) for pkg in ("clipfit", "analysis") for p in (REPO / pkg).rglob("*.py")]
+    unnamed = [str(m) for m in modules if m.name != "__init__.py" and str(m) not in named and m.name not in text]
+    assert not unnamed, f"docs/architecture.md does not say what these modules own: {sorted(unnamed)}"
