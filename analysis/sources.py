@@ -59,6 +59,7 @@ class Source:
             meta.get("recipe", "?"),
             meta.get("dataset") or "?",
             meta.get("seed") if meta.get("seed") is not None else "?",
+            meta.get("activation"),
         )
 
     @property
@@ -165,6 +166,7 @@ def _dassl_source(path: Path, dassl: DasslCheckpoint, model_name: str, source: s
     meta = {
         "model": model_name,
         "pretrained": source,
+        "activation": bundle.activation,
         "recipe": recipe,
         "dataset": None,
         "seed": None,

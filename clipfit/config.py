@@ -38,6 +38,7 @@ PAPER_LR = 0.002
 class ModelConfig:
     name: str | None = None  # open_clip architecture; None: the dataset's default (ViT-B-16; shapes-vit-tiny)
     pretrained: str | None = None  # open_clip tag, local file, hf-hub:..., none; None: the dataset's default
+    quick_gelu: bool | None = None  # QuickGELU (OpenAI's CLIP); None: as the weights were trained, else the config's
 
 
 @dataclass

@@ -3,21 +3,23 @@
 ``pretrained`` may be
 
 * an open_clip tag for the architecture (``openai``, ``laion2b_s34b_b88k``, ...), fetched by
-  open_clip (needs network or a warm cache);
+  open_clip into the Hugging Face cache (needs network or a warm cache);
 * a clipfit tag (``shapes-world`` for ``shapes-vit-tiny``), a weights file shipped inside the package;
 * a local weights file: an open_clip state dict (``.safetensors``, ``.bin``, ``.pt``, ``.pth``) or the
   TorchScript archive that OpenAI's ``clip`` package caches (``~/.cache/clip/ViT-B-16.pt``);
 * ``hf-hub:org/repo``, an open_clip model on the Hugging Face hub;
 * ``none`` (random initialisation).
 
-Every failure says which source failed and how to pass a local file instead.
+Every file is read as data (:mod:`clipfit.archives`): nothing in a weights file runs. The network
+is built with the activation the weights were trained with (QuickGELU for OpenAI's CLIP), and
+every failure says which source failed and how to pass a local file instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import zipfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,10 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.transformer import QuickGELU
 from torch import nn
 
+from clipfit.archives import ArchiveError, read_weights
 from clipfit.errors import ClipfitError
 
 logger = logging.getLogger(__name__)
@@ -67,7 +71,8 @@ class ModelBundle:
     name: str  # architecture name as given
     pretrained: str  # pretrained source as given ("none" for random init)
     source: str  # human-readable description of where the weights came from
-    head: Any = None  # the recipe head of a trained model (clipfit.heads), set by clipfit.run.build_trained_model
+    head: Any = None  # the recipe's head (clipfit.heads) once a run or clipfit.trained attaches one
+    activation: str = "gelu"  # the transformer MLP activation the model was built with (quickgelu, gelu, ...)
 
 
 def register_architectures() -> None:
@@ -89,46 +94,62 @@ def normalise_pretrained(pretrained: str | None) -> str:
     return pretrained
 
 
-def build_model(name: str, pretrained: str | None = "openai", device: str | torch.device = "cpu") -> ModelBundle:
+def build_model(
+    name: str,
+    pretrained: str | None = "openai",
+    device: str | torch.device = "cpu",
+    quick_gelu: bool | None = None,
+) -> ModelBundle:
     """Build an open_clip model in fp32 with its tokenizer and preprocessing spec.
 
+    The architecture is built with the activation its weights were trained with: QuickGELU for
+    weights whose open_clip tag says so (every ``openai`` tag) and for OpenAI's TorchScript
+    archives, whatever the plain architecture name's config says (open_clip's "ViT-B-16" uses
+    nn.GELU and only warns when OpenAI weights are loaded into it).
+
     Args:
-        name: an open_clip or clipfit architecture name (``ViT-B-16``, ``shapes-vit-tiny``).
+        name: an open_clip or clipfit architecture name (``ViT-B-16``, ``ViT-B-16-quickgelu``, ``shapes-vit-tiny``).
         pretrained: see the module docstring.
         device: where the model lives.
+        quick_gelu: True/False to force the activation; None follows the weights (above), else the
+            architecture's config. A value that contradicts what the weights were trained with is refused.
 
     Raises:
-        ModelLoadError: unknown architecture, unknown tag, missing file, failed download, or weights
-            that do not fit the architecture. The message names the failing source and the fix.
+        ModelLoadError: unknown architecture, unknown tag, missing file, failed download, weights that do
+            not fit the architecture, or an activation that contradicts the weights. The message names the
+            failing source and the fix.
     """
     register_architectures()
     pretrained = normalise_pretrained(pretrained)
     if pretrained.startswith("hf-hub:"):
-        model, source = _from_hf_hub(pretrained), f"Hugging Face hub '{pretrained[len('hf-hub:') :]}'"
+        model, source = _from_hf_hub(pretrained, quick_gelu), f"Hugging Face hub '{pretrained[len('hf-hub:') :]}'"
         tokenizer_name = pretrained
     else:
         _check_architecture(name)
         tokenizer_name = name
         clipfit_file = CLIPFIT_PRETRAINED.get((name, pretrained))
         if pretrained == "none":
-            model, source = _create(name, None), "random init"
+            model, source = _create(name, _activation(name, quick_gelu, None, "random init")), "random init"
         elif clipfit_file is not None:
             if not clipfit_file.is_file():
                 raise ModelLoadError(
                     f"clipfit's packaged weights for {name} / {pretrained} are missing at {clipfit_file}. "
                     "Reinstall clipfit, or regenerate them with `make shapes-model`."
                 )
-            model, source = _from_local_file(name, clipfit_file), f"clipfit tag '{pretrained}' ({clipfit_file.name})"
+            source = f"clipfit tag '{pretrained}' ({clipfit_file.name})"
+            model = _from_local_file(name, clipfit_file, quick_gelu, source)
         elif os.path.isfile(os.path.expanduser(pretrained)):
             path = Path(os.path.expanduser(pretrained))
-            model, source = _from_local_file(name, path), f"local file {path}"
+            source = f"local file {path}"
+            model = _from_local_file(name, path, quick_gelu, source)
         elif pretrained in open_clip.list_pretrained_tags_by_model(name):
-            model, source = _from_open_clip_tag(name, pretrained), f"open_clip tag '{pretrained}'"
+            model, source = _from_open_clip_tag(name, pretrained, quick_gelu), f"open_clip tag '{pretrained}'"
         else:
             raise ModelLoadError(_unknown_pretrained_message(name, pretrained))
     model = model.to(device).float()
     model.eval()
-    logger.debug("built %s with weights from %s", name, source)
+    activation = activation_of(model)
+    logger.debug("built %s (%s activation) with weights from %s", name, activation, source)
     return ModelBundle(
         model=model,
         tokenizer=_tokenizer(tokenizer_name),
@@ -136,6 +157,7 @@ def build_model(name: str, pretrained: str | None = "openai", device: str | torc
         name=name,
         pretrained=pretrained,
         source=source,
+        activation=activation,
     )
 
 
@@ -149,23 +171,68 @@ def _check_architecture(name: str) -> None:
         )
 
 
-def _create(name: str, pretrained: str | None, **kwargs) -> nn.Module:
-    # open_clip warns on the root logger when no weights are loaded; for an explicit "none" that is noise.
+def activation_of(model: nn.Module) -> str:
+    """The transformer MLP activation the model was built with: ``quickgelu``, ``gelu`` or the module's name."""
+    kinds = {type(m) for m in model.modules() if isinstance(m, (QuickGELU, nn.GELU, nn.ReLU, nn.SiLU))}
+    if QuickGELU in kinds:
+        return "quickgelu"
+    if nn.GELU in kinds:
+        return "gelu"
+    return next((k.__name__.lower() for k in kinds), "none")
+
+
+def _config_quick_gelu(name: str) -> bool:
+    return bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+
+
+def _activation(name: str, asked: bool | None, trained_with: bool | None, source: str) -> bool:
+    """QuickGELU or not: what the weights were trained with (``trained_with``; None when unknown),
+    else what was asked, else the architecture's config. A contradiction is refused, never warned about."""
+    configured = _config_quick_gelu(name)
+    wanted = trained_with if trained_with is not None else (asked if asked is not None else configured)
+    if asked is not None and asked != wanted:
+        raise ModelLoadError(
+            f"{source} was trained with {'QuickGELU' if wanted else 'GELU'}, but "
+            f"{'--quick-gelu' if asked else '--no-quick-gelu'} asks for {'QuickGELU' if asked else 'GELU'}: "
+            "the network would not be the one the weights belong to. Drop the flag."
+        )
+    if configured and not wanted:
+        raise ModelLoadError(
+            f"architecture {name} is configured with QuickGELU, but {source} needs GELU: use "
+            f"--model {name.removesuffix('-quickgelu')} instead"
+        )
+    return wanted
+
+
+def _create(name: str, quick_gelu: bool) -> nn.Module:
+    """The architecture with random weights; open_clip's warnings about its config become errors."""
     root = logging.getLogger()
     level = root.level
-    if pretrained is None:
-        root.setLevel(logging.ERROR)
+    root.setLevel(logging.ERROR)  # open_clip logs at the root logger that no weights are loaded: noise here
     try:
-        return open_clip.create_model(name, pretrained=pretrained, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
     finally:
         root.setLevel(level)
+    _refuse_mismatch_warnings(caught, name)
+    return model
 
 
-def _from_open_clip_tag(name: str, tag: str) -> nn.Module:
+def _refuse_mismatch_warnings(caught: list[warnings.WarningMessage], name: str) -> None:
+    for warning in caught:
+        text = str(warning.message)
+        if "mismatch" in text.lower():
+            raise ModelLoadError(f"open_clip warned while building {name}: {text}; clipfit refuses such a model")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _from_open_clip_tag(name: str, tag: str, quick_gelu: bool | None) -> nn.Module:
+    """Fetch (or find in the Hugging Face cache) the tag's weights, then load them as a local file would be."""
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     try:
-        return open_clip.create_model(name, pretrained=tag)
+        path = Path(open_clip.pretrained.download_pretrained(cfg))
     except Exception as exc:  # open_clip raises RuntimeError/OSError/HF errors depending on the source
-        cfg = open_clip.get_pretrained_cfg(name, tag) or {}
         where = f"hf-hub:{cfg['hf_hub']}" if cfg.get("hf_hub") else cfg.get("url", "its download URL")
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         openai_hint = (
@@ -179,54 +246,58 @@ def _from_open_clip_tag(name: str, tag: str) -> nn.Module:
             "(the file lands in ~/.cache/huggingface/hub), copy the file here and pass it with "
             "--pretrained /path/to/open_clip_pytorch_model.bin." + openai_hint
         ) from exc
+    if not str(path) or not path.is_file():
+        raise ModelLoadError(f"open_clip found no weights file for tag '{tag}' of {name} (its config: {cfg})")
+    trained_with = bool(cfg.get("quick_gelu", False))
+    model = _from_local_file(name, path, quick_gelu, f"open_clip tag '{tag}'", trained_with)
+    # the tag's own preprocessing (mean, std, interpolation, resize mode), as open_clip applies it
+    preprocess = open_clip.transform.merge_preprocess_dict(open_clip.get_model_preprocess_cfg(model), cfg)
+    open_clip.model.set_model_preprocess_cfg(model, preprocess)
+    return model
 
 
-def _from_hf_hub(ref: str) -> nn.Module:
+def _from_hf_hub(ref: str, quick_gelu: bool | None) -> nn.Module:
     try:
-        return open_clip.create_model(ref)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = open_clip.create_model(ref, force_quick_gelu=bool(quick_gelu))
     except Exception as exc:
         raise ModelLoadError(
             f"could not load '{ref}' from the Hugging Face hub: {type(exc).__name__}: {exc}\n"
             f"Without network access, run `huggingface-cli download {ref[len('hf-hub:') :]}` on a machine with it, "
             "copy the folder here and pass its weights file with --model <architecture> --pretrained /path/to/file."
         ) from exc
+    _refuse_mismatch_warnings(caught, ref)
+    if quick_gelu is False and activation_of(model) == "quickgelu":
+        raise ModelLoadError(f"{ref} is configured with QuickGELU; --no-quick-gelu contradicts it")
+    return model
 
 
-def _is_torchscript_archive(path: Path) -> bool:
-    """OpenAI's clip package caches TorchScript archives; their zip holds ``code/`` and ``constants.pkl``."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("constants.pkl") for n in archive.namelist())
-
-
-def _from_local_file(name: str, path: Path) -> nn.Module:
-    if _is_torchscript_archive(path):
-        # OpenAI checkpoints use QuickGELU; open_clip's plain "ViT-B-16" config uses nn.GELU.
-        model = _create(name, None, force_quick_gelu=True)
-        try:
-            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception as exc:
-            raise ModelLoadError(f"{path} looks like a TorchScript archive but could not be read: {exc}") from exc
+def _from_local_file(
+    name: str, path: Path, quick_gelu: bool | None, source: str, trained_with: bool | None = None
+) -> nn.Module:
+    """Read the file as data (:mod:`clipfit.archives`; nothing in it runs) and load it into the architecture."""
+    try:
+        state_dict, kind = read_weights(path)
+    except ArchiveError as exc:
+        raise ModelLoadError(
+            f"could not read weights from {path}: {exc}. Expected an open_clip state dict "
+            f"({', '.join(_WEIGHT_SUFFIXES)}) or an OpenAI TorchScript .pt archive."
+        ) from None
+    if kind == "TorchScript":  # OpenAI's clip package: always trained with QuickGELU
+        trained_with = True
+    model = _create(name, _activation(name, quick_gelu, trained_with, source))
+    if kind == "TorchScript":
         for key in ("input_resolution", "context_length", "vocab_size"):
             state_dict.pop(key, None)
         # TorchScript keeps buffers open_clip registers as non-persistent (the causal attn_mask).
         persistent = model.state_dict().keys()
         for key in [name for name, _ in model.named_buffers() if name not in persistent]:
             state_dict.pop(key, None)
-        _load_strict(model, state_dict, name, path)
-        return model
-    model = _create(name, None)
-    try:
-        state_dict = open_clip.factory.load_state_dict(str(path))
-    except Exception as exc:
-        raise ModelLoadError(
-            f"could not read weights from {path}: {type(exc).__name__}: {exc}. Expected an open_clip state dict "
-            f"({', '.join(_WEIGHT_SUFFIXES)}) or an OpenAI TorchScript .pt archive."
-        ) from exc
-    state_dict = open_clip.factory.convert_state_dict(model, state_dict)
-    if "logit_scale" in state_dict and state_dict["logit_scale"].ndim != model.logit_scale.ndim:
-        state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
+    else:
+        state_dict = open_clip.factory.convert_state_dict(model, state_dict)
+        if "logit_scale" in state_dict and state_dict["logit_scale"].ndim != model.logit_scale.ndim:
+            state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
     _load_strict(model, state_dict, name, path)
     return model
 

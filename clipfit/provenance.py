@@ -1,7 +1,7 @@
 """What produced a number: the versions of the software, and the signature of a result.
 
 A signature names everything that determines a run's numbers in one line (sacrebleu's idea):
-``model:ViT-B-16|pretrained:openai|recipe:clipfit|dataset:dtd|seed:1|version:0.1.0``. Run
+``model:ViT-B-16|pretrained:openai|act:quickgelu|recipe:clipfit|dataset:dtd|seed:1|version:0.1.0``. Run
 directories, checkpoints, analysis sidecars and the report all carry it.
 """
 
@@ -25,9 +25,16 @@ def versions() -> dict[str, str]:
     }
 
 
-def signature(model: str, pretrained: str, recipe: str, dataset: str, seed: int | str) -> str:
-    """``model:ViT-B-16|pretrained:openai|recipe:clipfit|dataset:dtd|seed:1|version:0.1.0``."""
+def signature(
+    model: str, pretrained: str, recipe: str, dataset: str, seed: int | str, activation: str | None = None
+) -> str:
+    """``model:ViT-B-16|pretrained:openai|act:quickgelu|recipe:clipfit|dataset:dtd|seed:1|version:0.1.0``.
+
+    ``act`` (the MLP activation the network was built with) is left out when unknown (records of
+    versions that did not note it).
+    """
+    act = f"|act:{activation}" if activation else ""
     return (
-        f"model:{model}|pretrained:{pretrained}|recipe:{recipe}|dataset:{dataset}|seed:{seed}"
+        f"model:{model}|pretrained:{pretrained}{act}|recipe:{recipe}|dataset:{dataset}|seed:{seed}"
         f"|version:{clipfit.__version__}"
     )

@@ -45,10 +45,16 @@ def build_run_model(cfg: RunConfig, recipe: Recipe, data: RunData | None, device
     head = recipe.make_head(cfg.head)
     classnames = list(data.train_subset.classnames) if data is not None else None
     with seeded_init(cfg.seed, device):
-        bundle = build_model(cfg.model.name, cfg.model.pretrained, device)
+        bundle = build_model(cfg.model.name, cfg.model.pretrained, device, cfg.model.quick_gelu)
         head.attach(bundle.model, bundle.tokenizer, classnames)
     bundle.head = head
     return bundle, apply_recipe(bundle.model, recipe)
+
+
+def describe_model(bundle: ModelBundle) -> str:
+    """``model ViT-B-16 (QuickGELU activation), weights: open_clip tag 'openai'``."""
+    activation = {"quickgelu": "QuickGELU", "gelu": "GELU"}.get(bundle.activation, bundle.activation)
+    return f"model {bundle.name} ({activation} activation), weights: {bundle.source}"
 
 
 def train_run(
@@ -83,6 +89,8 @@ def train_run(
     broadcast_module(bundle.model, env)  # random init and random heads: every process starts from rank 0's model
     trainable, total = count_parameters(bundle.model)
     line = summary_line(trainable, total)
+    if dry_run:
+        logger.info(describe_model(bundle))
     logger.info(line)
     if dry_run:
         logger.debug(describe_selection(bundle.model, recipe))
@@ -98,10 +106,11 @@ def train_run(
         run.path.mkdir(parents=True, exist_ok=True)
     barrier()
     resume = run.checkpoint() if run.state == "partial" else None
-    sig = signature(bundle.name, bundle.pretrained, cfg.recipe, cfg.data.dataset, cfg.seed)
+    sig = signature(bundle.name, bundle.pretrained, cfg.recipe, cfg.data.dataset, cfg.seed, bundle.activation)
     meta = {
         "model": bundle.name,
         "pretrained": bundle.pretrained,
+        "activation": bundle.activation,
         "recipe": cfg.recipe,
         "kind": recipe.method,
         "head": bundle.head.describe(),
@@ -127,6 +136,7 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
         {
             "config": cfg.to_dict(),
             "signature": ctx.meta["signature"],
+            "activation": bundle.activation,
             "versions": versions(),
             "command": sys.argv,
             "world_size": env.world_size,
@@ -135,7 +145,7 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
         }
     )
     logger.info("run directory: %s", run.path)
-    logger.info("model %s, weights: %s; %s on %s", bundle.name, bundle.source, ctx.precision, ctx.device)
+    logger.info("%s; %s on %s", describe_model(bundle), ctx.precision, ctx.device)
 
     if resume is not None and "zero_shot" in resume.meta:
         zero_shot = resume.meta["zero_shot"]
@@ -155,6 +165,7 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
         "recipe": cfg.recipe,
         "model": bundle.name,
         "pretrained": bundle.pretrained,
+        "activation": bundle.activation,
         "trainable_params": trainable,
         "trainable_summary": line,
         "train_seconds": round(outcome.train_seconds, 2),

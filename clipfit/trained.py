@@ -39,7 +39,8 @@ def build_trained_model(
     meta = ckpt.meta
     head = recorded_head(meta)
     with seeded_init(meta.get("seed"), device):  # the same random init as the run (--pretrained none)
-        bundle = build_model(model or meta["model"], pretrained or meta["pretrained"], device)
+        quick_gelu = {"quickgelu": True, "gelu": False}.get(meta.get("activation"))  # as the run was built
+        bundle = build_model(model or meta["model"], pretrained or meta["pretrained"], device, quick_gelu)
         head.attach(bundle.model, bundle.tokenizer, meta.get("classnames"))
     bundle.head = head
     apply_recipe(bundle.model, meta.get("recipe") or "clipfit")

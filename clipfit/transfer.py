@@ -97,8 +97,14 @@ def eval_targets(
             "split_source": dataset.split_source,
             "comparable": dataset.comparable and cfg.max_eval_images is None,
             "precision": precision,
+            "activation": bundle.activation,
             "signature": signature(
-                bundle.name, bundle.pretrained, ckpt.meta.get("recipe"), target, ckpt.meta.get("seed")
+                bundle.name,
+                bundle.pretrained,
+                ckpt.meta.get("recipe"),
+                target,
+                ckpt.meta.get("seed"),
+                bundle.activation,
             ),
             "versions": versions(),
         }

@@ -88,7 +88,7 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
         cfg = data_config(None, opts.data, model_spec)
         bundle = build_model(cfg.model.name, cfg.model.pretrained, dev)
         recipe = opts.recipe or "clipfit"
-        sig = signature(bundle.name, bundle.pretrained, recipe, cfg.data.dataset, cfg.seed)
+        sig = signature(bundle.name, bundle.pretrained, recipe, cfg.data.dataset, cfg.seed, bundle.activation)
         state = "pretrained"
     else:
         cfg = data_config(source, opts.data)

@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: openai; shapes-world for shapes)",
     )
     m.add_argument(
+        "--quick-gelu",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="build the network with QuickGELU (OpenAI's CLIP) or not; default: as the weights were trained (an "
+        "open_clip tag's config, OpenAI's TorchScript archives), else the architecture's config. Needed for an "
+        "open_clip-format file of OpenAI weights, or use --model ViT-B-16-quickgelu",
+    )
+    m.add_argument(
         "--recipe",
         "--recipes",
         dest="recipes",
@@ -172,7 +180,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Map the parsed flags onto a RunConfig (the first value of each sweep axis); unset flags keep the
     config's defaults."""
     cfg = RunConfig()
-    _set(cfg.model, name=args.model, pretrained=args.pretrained)
+    _set(cfg.model, name=args.model, pretrained=args.pretrained, quick_gelu=args.quick_gelu)
     cfg.head = {name: getattr(args, name) for name in head_options() if getattr(args, name) is not None}
     _set(
         cfg.data,
