@@ -89,8 +89,7 @@ def train_run(
     broadcast_module(bundle.model, env)  # random init and random heads: every process starts from rank 0's model
     trainable, total = count_parameters(bundle.model)
     line = summary_line(trainable, total)
-    if dry_run:
-        logger.info(describe_model(bundle))
+    logger.log(logging.DEBUG if dry_run else logging.INFO, describe_model(bundle))  # dry run: only the line
     logger.info(line)
     if dry_run:
         logger.debug(describe_selection(bundle.model, recipe))
@@ -145,7 +144,7 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
         }
     )
     logger.info("run directory: %s", run.path)
-    logger.info("%s; %s on %s", describe_model(bundle), ctx.precision, ctx.device)
+    logger.info("%s on %s", ctx.precision, ctx.device)
 
     if resume is not None and "zero_shot" in resume.meta:
         zero_shot = resume.meta["zero_shot"]

@@ -33,7 +33,7 @@ def test_the_default_vit_b16_openai_model_has_quick_gelu_in_every_block(tmp_path
     original = clipfit.run.build_model
     monkeypatch.setattr(clipfit.run, "build_model", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
     # --model ViT-B-16 with the default --pretrained (openai), as the paper's runs use it
-    assert train.main(["--model", "ViT-B-16", "--dry-run"]) == 0
+    assert train.main(["--model", "ViT-B-16", "--dry-run", "-v"]) == 0
     out = capsys.readouterr().out
     assert "model ViT-B-16 (QuickGELU activation), weights: open_clip tag 'openai'" in out
     assert "trainable params: 46,080 || all params: 149,620,737 || trainable%: 0.0308" in out

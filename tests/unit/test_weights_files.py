@@ -57,7 +57,7 @@ def test_a_tag_trained_with_quick_gelu_builds_quick_gelu_in_every_block_of_the_c
         return built[-1]
 
     monkeypatch.setattr(clipfit.run, "build_model", recording)
-    assert train.main(["--model", "clipfit-tiny", "--pretrained", "fake_openai", "--dry-run"]) == 0
+    assert train.main(["--model", "clipfit-tiny", "--pretrained", "fake_openai", "--dry-run", "-v"]) == 0
     model = built[0].model
     assert all(isinstance(block.mlp.gelu, QuickGELU) for block in _blocks(model))
     assert not any(type(m) is nn.GELU for m in model.modules())
