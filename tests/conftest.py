@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may reach a model hub
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -23,10 +24,21 @@ def tiny() -> ModelBundle:
 
 
 @pytest.fixture(scope="session")
-def vit_b16_names() -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of open_clip's ViT-B-16 (random init, built once)."""
-    model = build_model("ViT-B-16", "none").model
-    return {n: tuple(p.shape) for n, p in model.named_parameters()}
+def clipfit_names() -> Callable[[int, int], set[str]]:
+    """``clipfit_names(text_blocks, image_blocks)``: what the ClipFit recipe selects in an open_clip ViT.
+
+    The output-Linear bias of every text feed-forward block, and weight and bias of every image
+    LayerNorm (ln_pre, ln_1 and ln_2 of each block, ln_post).
+    """
+
+    def names(text_blocks: int, image_blocks: int) -> set[str]:
+        text = {f"transformer.resblocks.{i}.mlp.c_proj.bias" for i in range(text_blocks)}
+        image_ln = ["visual.ln_pre", "visual.ln_post"] + [
+            f"visual.transformer.resblocks.{i}.{ln}" for i in range(image_blocks) for ln in ("ln_1", "ln_2")
+        ]
+        return text | {f"{m}.{k}" for m in image_ln for k in ("weight", "bias")}
+
+    return names
 
 
 @pytest.fixture
