@@ -1,5 +1,4 @@
-"""Layer columns of the analysis tables: a tabulation of :func:`clipfit.layers.describe`.
-"""
+"""Layer columns of the analysis tables: a tabulation of :func:`clipfit.layers.describe`."""
 
 from __future__ import annotations
 
