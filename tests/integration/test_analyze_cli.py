@@ -13,6 +13,8 @@ import pytest
 from analysis import schemas
 from analysis.cli import main
 
+pytestmark = pytest.mark.slow  # every test reads runs trained for it
+
 # The runs of this file: the suite's tiny run (see tiny_argv) without warm-up, at lr 0.05, logged every step.
 FLAGS = {"warmup_epochs": 0, "lr": 0.05, "log_every": 1}
 

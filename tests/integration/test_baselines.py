@@ -90,6 +90,7 @@ def _train_set_loss(run_dir, which: str) -> float:
     return F.cross_entropy(logits, labels).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FINETUNE)
 def test_short_training_lowers_the_loss_and_round_trips(run_recipe, name):
     run_dir, results = run_recipe(name)
@@ -99,6 +100,7 @@ def test_short_training_lowers_the_loss_and_round_trips(run_recipe, name):
     assert _reevaluate(run_dir) == results["metrics"]
 
 
+@pytest.mark.slow
 def test_zero_shot_recipe_trains_nothing(run_recipe):
     run_dir, results = run_recipe("zero-shot")
     assert results["metrics"] == results["zero_shot"] and results["trainable_params"] == 0
@@ -106,6 +108,7 @@ def test_zero_shot_recipe_trains_nothing(run_recipe):
     assert _reevaluate(run_dir) == results["metrics"]
 
 
+@pytest.mark.slow
 def test_linear_probe_reports_base_only_and_never_looks_at_test(run_recipe, monkeypatch, capsys):
     seen: list[str] = []
     original = linear_probe._features
@@ -129,6 +132,7 @@ def test_linear_probe_reports_base_only_and_never_looks_at_test(run_recipe, monk
     assert "is a linear probe: its classifier is tied to the shapes classes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_transfer_evaluates_through_the_recipes_head(run_recipe):
     # CoOp's learned context must be used on the target (it once fell back to plain CLIP there, which
     # made every head recipe's transfer accuracy equal to zero-shot)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
 
@@ -52,6 +54,7 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "no config.json there" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_on_its_own_data_and_on_a_target(train_tiny, tmp_path, capsys):
     run_dir, trained = train_tiny(tmp_path / "run", shots=1, epochs=2)
     capsys.readouterr()

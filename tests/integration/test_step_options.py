@@ -171,6 +171,7 @@ def test_compile_without_a_compiler_says_so(prepared, monkeypatch, caplog):
 FLAGS = {"shots": 1, "epochs": 2, "batch_size": 16, "max_eval_images": 32}
 
 
+@pytest.mark.slow
 def test_a_run_resumed_with_speed_options_ends_where_one_without_them_ends(
     train_tiny, tiny_argv, tmp_path, monkeypatch
 ):

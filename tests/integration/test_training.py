@@ -99,6 +99,7 @@ def finished_run(tmp_path_factory, train_tiny) -> Path:
     return train_tiny(tmp_path_factory.mktemp("finished") / "run", **FLAGS)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("killed_after", "extra"),
     [
