@@ -1,4 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both create .venv and install clipfit when needed.
+# Two entry points: `make demo` and `make test` (`make test-fast` leaves out the slow end-to-end runs). Both create .venv
+# and install clipfit when needed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.14.1 / torchvision 0.29.1 are the tested pair (a CUDA build that also runs on CPU).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test setup lint docs compare shapes-model clean
+.PHONY: demo test test-fast setup lint docs compare shapes-model clean
 
 setup: $(STAMP)
 
@@ -24,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The quick tier while iterating: everything but the end-to-end runs marked slow (`make test` runs those too).
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -182,10 +182,6 @@ class RunDir:
         if self.writable:
             atomic_write_text(self.file(RESULTS_FILE), json.dumps(results, indent=2) + "\n")
 
-    def eval_dir(self, target: str) -> Path:
-        """Where ``clipfit-eval`` writes a target's results by default: ``eval/<target slug>``."""
-        return self.path / EVAL_DIR / dataset_slug(target)
-
     # ------------------------------------------------------------------ logs
 
     def log(self, name: str) -> JsonlLog:

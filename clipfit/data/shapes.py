@@ -204,12 +204,6 @@ def render(labels: np.ndarray, domain: str, rng: np.random.Generator) -> np.ndar
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def captions(labels: np.ndarray, rng: np.random.Generator) -> list[str]:
-    """One caption per label, each from a random template of the pretraining corpus."""
-    picks = rng.integers(0, len(CAPTION_TEMPLATES), len(labels))
-    return [CAPTION_TEMPLATES[t].format(CLASSNAMES[c]) for t, c in zip(picks, labels, strict=True)]
-
-
 @functools.lru_cache(maxsize=8)
 def split_images(domain: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of one split, class-major order. Cached: a split is generated once.

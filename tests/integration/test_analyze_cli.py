@@ -9,41 +9,32 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from analysis import schemas
 from analysis.cli import main
-from clipfit.cli import train
-from clipfit.models import build_model
 
+pytestmark = pytest.mark.slow  # every test reads runs trained for it
 
-def _train(run_dir: Path, weights: str, *extra: str) -> Path:
-    """A finished 3-epoch ClipFit run of clipfit-tiny on 2 shots of the shapes world into ``run_dir``."""
-    argv = ["--dataset", "shapes", "--model", "clipfit-tiny", "--pretrained", weights, "--shots", "2"]
-    argv += ["--epochs", "3", "--warmup-epochs", "0", "--lr", "0.05", "--log-every", "1", "--max-eval-images", "64"]
-    assert train.main([*argv, *extra, "--run-dir", str(run_dir), "-q"]) == 0
-    return run_dir
+# The runs of this file: the suite's tiny run (see tiny_argv) without warm-up, at lr 0.05, logged every step.
+FLAGS = {"warmup_epochs": 0, "lr": 0.05, "log_every": 1}
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[Path, str]:
-    """A finished 3-epoch ClipFit run of clipfit-tiny on 2 shots of the shapes world; (run dir, weights)."""
-    root = tmp_path_factory.mktemp("analyze")
-    torch.manual_seed(1234)
-    weights = root / "tiny-pretrained.safetensors"
-    model = build_model("clipfit-tiny", "none").model
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    run_dir = root / "runs" / "shapes" / "base2new" / "clipfit" / "shots2" / "seed1"
-    return _train(run_dir, str(weights)), str(weights)
+def tiny_run(tmp_path_factory, train_tiny, shared_tiny_weights) -> tuple[Path, str]:
+    """A finished 3-epoch ClipFit run of clipfit-tiny on 2 shots of the shapes world; (run dir, weights).
+
+    It lies at <root>/shapes/base2new/clipfit/shots2/seed1, and <root> holds nothing else (``results``
+    reads every run under it). The analyses only read it.
+    """
+    run_dir = tmp_path_factory.mktemp("analyze") / "runs" / "shapes" / "base2new" / "clipfit" / "shots2" / "seed1"
+    return train_tiny(run_dir, **FLAGS)[0], shared_tiny_weights
 
 
 @pytest.fixture(scope="module")
-def lambda_pair(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
+def lambda_pair(tmp_path_factory, train_tiny) -> tuple[Path, Path]:
     """Two runs that differ only in the regulariser weight: (λ = 8, λ = 0), the pair of paper Fig. 4 right."""
-    _, weights = tiny_run
     root = tmp_path_factory.mktemp("ablation")
-    return tuple(_train(root / f"lambda{w}", weights, "--reg-weight", w) for w in ("8", "0"))
+    return tuple(train_tiny(root / f"lambda{w}", "--reg-weight", w, **FLAGS)[0] for w in ("8", "0"))
 
 
 def _columns(path: Path) -> list[str]:
@@ -262,25 +253,20 @@ def test_bad_input_is_a_clear_error(tiny_run, tmp_path, capsys):
     assert "no checkpoint in" in capsys.readouterr().err
 
 
-def _head_run(tiny_run, recipe: str) -> Path:
-    run_dir, weights = tiny_run
-    out = run_dir.parents[4] / "heads" / recipe
-    if not (out / "results.json").is_file():
-        argv = ["--dataset", "shapes", "--model", "clipfit-tiny", "--pretrained", weights, "--shots", "2"]
-        argv += ["--recipe", recipe, "--epochs", "3", "--warmup-epochs", "0", "--lr", "1.0", "--max-eval-images", "32"]
-        assert train.main([*argv, "--run-dir", str(out), "-q"]) == 0
-    return out
+def _head_run(train_tiny, root: Path, recipe: str) -> Path:
+    """A finished 3-epoch run of a head recipe at lr 1.0 (its head moves far enough to see), into ``root``."""
+    return train_tiny(root / recipe, recipe=recipe, warmup_epochs=0, lr=1.0, max_eval_images=32)[0]
 
 
-def test_analyses_of_a_head_recipe_go_through_its_head(tiny_run, tmp_path):
+def test_analyses_of_a_head_recipe_go_through_its_head(train_tiny, tmp_path):
     # CLIP-Adapter changes no tower weight: every block is unchanged (CKA 1) and only the output
     # feature, which goes through the adapter, moved
-    adapter = _head_run(tiny_run, "clip-adapter")
+    adapter = _head_run(train_tiny, tmp_path, "clip-adapter")
     assert main(["rep-change", str(adapter), "--max-images", "32", "--out", str(tmp_path / "rc")]) == 0
     image = pd.read_csv(tmp_path / "rc" / "rep_change.csv").query("tower == 'image'").set_index("position")["cka"]
     assert (image.drop("output") > 1 - 1e-9).all() and image["output"] < 1 - 1e-6  # without the adapter: 1.0
     # CoOp: the loss of grad-sums goes through the learned context, so the context has a gradient
-    coop = _head_run(tiny_run, "coop")
+    coop = _head_run(train_tiny, tmp_path, "coop")
     assert main(["grad-sums", str(coop), "--batches", "1", "--out", str(tmp_path / "gs")]) == 0
     table = pd.read_csv(tmp_path / "gs" / "grad_sums.csv").set_index("name")
     assert table.loc[table["in_recipe"], "grad_sq_sum"].gt(0).all()

@@ -10,13 +10,9 @@ import torch.nn.functional as F
 
 from clipfit import linear_probe
 from clipfit.cli import eval as eval_cli
-from clipfit.cli import train
-from clipfit.config import OptimConfig
 from clipfit.data.prepare import prepare_data
 from clipfit.data.registry import load_dataset
-from clipfit.data.sampling import few_shot_split
 from clipfit.data.transforms import test_transform as eval_transform
-from clipfit.engine import Trainer, TrainSettings, TrainTask
 from clipfit.evaluate import EvalSettings
 from clipfit.methods import method_of
 from clipfit.models import build_model
@@ -28,18 +24,14 @@ FINETUNE = [name for name, recipe in RECIPES.items() if recipe.method == "finetu
 
 
 @pytest.mark.parametrize("name", FINETUNE)
-def test_only_the_recipes_tensors_change(tiny_weights, name):
+def test_only_the_recipes_tensors_change(tiny_weights, shapes_task, make_trainer, name):
     bundle = build_model("clipfit-tiny", tiny_weights)
     bundle.head = RECIPES[name].make_head()
     bundle.head.attach(bundle.model, bundle.tokenizer)
     trained = apply_recipe(bundle.model, name)
     before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
-    dataset = load_dataset("shapes")
-    items = [s for s in few_shot_split(dataset.train, dataset.val, 2, seed=1)[0] if s.label < 6]
-    task = TrainTask(items, dataset.classnames[:6], dataset.template, dataset.reader, (0.5, 1.0))
     reg_weight = 8.0 if RECIPES[name].changes_text else 0.0  # what clipfit.config.resolve decides
-    optim = OptimConfig(lr=0.01, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=reg_weight)
-    Trainer(bundle, trained, task, TrainSettings(optim, seed=1, device=torch.device("cpu"))).fit()
+    make_trainer(bundle, trained, shapes_task(classes=6), lr=0.01, reg_weight=reg_weight).fit()
     for n, p in bundle.model.named_parameters():
         if n in trained:
             assert not torch.equal(p, before[n]), f"{name}: {n} did not move"
@@ -47,7 +39,7 @@ def test_only_the_recipes_tensors_change(tiny_weights, name):
             assert torch.equal(p, before[n]), f"{name}: frozen {n} changed"
 
 
-def test_resnet_batchnorm_statistics_stay_pretrained_while_its_affine_parameters_train():
+def test_resnet_batchnorm_statistics_stay_pretrained_while_its_affine_parameters_train(shapes_task, make_trainer):
     # ResNet towers: few-shot batches must not overwrite the pretrained running statistics (the
     # checkpoint would not hold them, and DDP processes would each move their own)
     bundle = build_model("clipfit-tiny-rn", "none")
@@ -55,11 +47,7 @@ def test_resnet_batchnorm_statistics_stay_pretrained_while_its_affine_parameters
     norms = {n: m for n, m in bundle.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     stats = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in norms.items()}
     biases = {f"{n}.bias": m.bias.detach().clone() for n, m in norms.items()}
-    dataset = load_dataset("shapes")
-    items = [s for s in few_shot_split(dataset.train, dataset.val, 2, seed=1)[0] if s.label < 6]
-    task = TrainTask(items, dataset.classnames[:6], dataset.template, dataset.reader, (0.5, 1.0))
-    optim = OptimConfig(lr=0.01, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=0.0)
-    Trainer(bundle, trained, task, TrainSettings(optim, seed=1, device=torch.device("cpu"))).fit()
+    make_trainer(bundle, trained, shapes_task(classes=6), lr=0.01, reg_weight=0.0).fit()
     assert norms and all(m.training is False for m in norms.values())
     for n, m in norms.items():
         assert torch.equal(m.running_mean, stats[n][0]) and torch.equal(m.running_var, stats[n][1]), n
@@ -67,14 +55,16 @@ def test_resnet_batchnorm_statistics_stay_pretrained_while_its_affine_parameters
     assert any(not torch.equal(bundle.model.get_parameter(n), before) for n, before in biases.items())
 
 
-def _run(tmp_path, name: str, *extra: str):
-    run_dir = tmp_path / name
-    argv = [
-        "--dataset", "shapes", "--recipe", name, "--shots", "2", "--epochs", "4", "--warmup-epochs", "0",
-        "--batch-size", "16", "--max-eval-images", "96", "--run-dir", str(run_dir), "-q", *extra,
-    ]  # fmt: skip
-    assert train.main(argv) == 0
-    return run_dir, json.loads((run_dir / "results.json").read_text())
+@pytest.fixture
+def run_recipe(train_tiny, tmp_path):
+    """``run_recipe(name, *extra) -> (run_dir, results)``: recipe ``name`` on the shapes world with its own model
+    (shapes-vit-tiny / shapes-world), 2 shots, 4 epochs without warm-up, batches of 16, 96 test images."""
+
+    def train(name: str, *extra: str):
+        flags = {"model": None, "pretrained": None, "epochs": 4, "warmup_epochs": 0, "batch_size": 16}
+        return train_tiny(tmp_path / name, *extra, recipe=name, max_eval_images=96, **flags)
+
+    return train
 
 
 def _reevaluate(run_dir) -> dict:
@@ -100,23 +90,26 @@ def _train_set_loss(run_dir, which: str) -> float:
     return F.cross_entropy(logits, labels).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FINETUNE)
-def test_short_training_lowers_the_loss_and_round_trips(tmp_path, name):
-    run_dir, results = _run(tmp_path, name)
+def test_short_training_lowers_the_loss_and_round_trips(run_recipe, name):
+    run_dir, results = run_recipe(name)
     before, after = _train_set_loss(run_dir, "init"), _train_set_loss(run_dir, "final")
     assert after < before, (name, before, after)
     assert results["trainable_summary"].startswith("trainable params: ")
     assert _reevaluate(run_dir) == results["metrics"]
 
 
-def test_zero_shot_recipe_trains_nothing(tmp_path):
-    run_dir, results = _run(tmp_path, "zero-shot")
+@pytest.mark.slow
+def test_zero_shot_recipe_trains_nothing(run_recipe):
+    run_dir, results = run_recipe("zero-shot")
     assert results["metrics"] == results["zero_shot"] and results["trainable_params"] == 0
     assert results["trainable_summary"] == "trainable params: 0 || all params: 7,980,673 || trainable%: 0.0000"
     assert _reevaluate(run_dir) == results["metrics"]
 
 
-def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_linear_probe_reports_base_only_and_never_looks_at_test(run_recipe, monkeypatch, capsys):
     seen: list[str] = []
     original = linear_probe._features
 
@@ -125,7 +118,7 @@ def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkey
         return original(bundle, samples, *args, **kwargs)
 
     monkeypatch.setattr(linear_probe, "_features", recording)
-    run_dir, results = _run(tmp_path, "linear-probe")
+    run_dir, results = run_recipe("linear-probe")
     test_paths = {s.path for s in load_dataset("shapes").test}
     assert seen and not set(seen) & test_paths  # C was chosen on val; the probe was fit on train
     assert results["metrics"]["new_acc"] is None and results["metrics"]["hm"] is None
@@ -139,13 +132,14 @@ def test_linear_probe_reports_base_only_and_never_looks_at_test(tmp_path, monkey
     assert "is a linear probe: its classifier is tied to the shapes classes" in capsys.readouterr().err
 
 
-def test_transfer_evaluates_through_the_recipes_head(tmp_path):
+@pytest.mark.slow
+def test_transfer_evaluates_through_the_recipes_head(run_recipe):
     # CoOp's learned context must be used on the target (it once fell back to plain CLIP there, which
     # made every head recipe's transfer accuracy equal to zero-shot)
-    run_dir, _ = _run(tmp_path, "coop")
+    run_dir, _ = run_recipe("coop")
     argv = ["--checkpoint", str(run_dir), "--datasets", "shapes", "--max-eval-images", "256", "-q"]
     assert eval_cli.main(argv) == 0
     target = json.loads((run_dir / "eval" / "shapes" / "results.json").read_text())
     assert target["metrics"] != target["zero_shot"]
-    zero_shot_run = _run(tmp_path, "zero-shot", "--setting", "fewshot", "--max-eval-images", "256")[1]
+    zero_shot_run = run_recipe("zero-shot", "--setting", "fewshot", "--max-eval-images", "256")[1]
     assert target["zero_shot"] == zero_shot_run["metrics"]  # zero-shot is plain CLIP, not the random context

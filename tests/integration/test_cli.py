@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
 
@@ -52,27 +54,9 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "no config.json there" in capsys.readouterr().err
 
 
-def test_eval_on_its_own_data_and_on_a_target(tiny_weights, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    argv = [
-        "--dataset",
-        "shapes",
-        "--model",
-        "clipfit-tiny",
-        "--pretrained",
-        tiny_weights,
-        "--shots",
-        "1",
-        "--epochs",
-        "2",
-        "--max-eval-images",
-        "64",
-        "--run-dir",
-        str(run_dir),
-        "-q",
-    ]
-    assert train.main(argv) == 0
-    trained = json.loads((run_dir / "results.json").read_text())
+@pytest.mark.slow
+def test_eval_on_its_own_data_and_on_a_target(train_tiny, tmp_path, capsys):
+    run_dir, trained = train_tiny(tmp_path / "run", shots=1, epochs=2)
     capsys.readouterr()
     assert eval_cli.main(["--checkpoint", str(run_dir), "--max-eval-images", "64", "-q"]) == 0
     table = capsys.readouterr().out

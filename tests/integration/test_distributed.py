@@ -74,6 +74,7 @@ def _inside(path: str, roots: list[Path]) -> bool:
     return any(resolved == r or r in resolved.parents for r in roots)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_two_gloo_processes_train_what_one_process_trains_and_only_rank_0_writes(tiny_weights, tmp_path, clipfit_cache):
     photos = _photos(tmp_path / "photos")

@@ -18,6 +18,7 @@ def _tiny(weights: str) -> list[str]:
     return ["--model", "clipfit-tiny", "--pretrained", weights]
 
 
+@pytest.mark.slow
 def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "runs"
     build(data, "dtd")

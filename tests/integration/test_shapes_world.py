@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from clipfit.cli import train
 
 
+@pytest.mark.slow
 def test_clipfit_beats_zero_shot_on_base_classes(tmp_path):
     run_dir = tmp_path / "run"
     # The paper's recipe and optimiser, shortened to 15 epochs to keep the suite fast.

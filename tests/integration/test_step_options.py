@@ -17,8 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from clipfit import engine
 from clipfit.cli import train
-from clipfit.config import OptimConfig
-from clipfit.engine import Trainer, TrainSettings, TrainTask
+from clipfit.engine import Trainer, TrainTask
 from clipfit.errors import ConfigError
 from clipfit.models import build_model
 from clipfit.recipes import apply_recipe
@@ -29,15 +28,23 @@ from clipfit.towers import set_grad_checkpointing
 CLASSNAMES = ["red circle", "blue star", "green heart", "a_long_class_name_with_words", "x", "yellow square"]
 
 
-def _prepared(weights: str, recipe: str = "clipfit", **options):
-    bundle = build_model("clipfit-tiny", weights)
-    trained = apply_recipe(bundle.model, recipe)
-    task = TrainTask([], CLASSNAMES, "a photo of a {}.", reader=None, crop_scale=(0.5, 1.0))
-    optim = OptimConfig(lr=0.002, epochs=1, batch_size=4, warmup_epochs=0, reg_weight=8.0)
-    trainer = Trainer(bundle, trained, task, TrainSettings(optim, seed=1, device=torch.device("cpu"), **options))
-    state = trainer.prepare()
-    bundle.model.train()
-    return bundle.model, trainer, state
+@pytest.fixture
+def prepared(tiny_weights, make_trainer):
+    """``prepared(recipe="clipfit", **options)``: (model, trainer, state) of a fresh clipfit-tiny ready to step.
+
+    The task has class names only (the steps get their images from _batch); options go to TrainSettings.
+    """
+
+    def prepare(recipe: str = "clipfit", **options):
+        bundle = build_model("clipfit-tiny", tiny_weights)
+        trained = apply_recipe(bundle.model, recipe)
+        task = TrainTask([], CLASSNAMES, "a photo of a {}.", reader=None, crop_scale=(0.5, 1.0))
+        trainer = make_trainer(bundle, trained, task, **options)
+        state = trainer.prepare()
+        bundle.model.train()
+        return bundle.model, trainer, state
+
+    return prepare
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,13 +74,13 @@ def _saved_bytes(trainer, state) -> int:
     return total
 
 
-def test_grad_checkpointing_keeps_fewer_activations_and_the_same_step(tiny_weights):
-    plain_saved = _saved_bytes(*_prepared(tiny_weights)[1:])
-    expected = _trained_after(*_prepared(tiny_weights))
+def test_grad_checkpointing_keeps_fewer_activations_and_the_same_step(prepared):
+    plain_saved = _saved_bytes(*prepared()[1:])
+    expected = _trained_after(*prepared())
     saved = {}
     for towers in ("text", "image", "all"):
-        saved[towers] = _saved_bytes(*_prepared(tiny_weights, grad_checkpointing=towers)[1:])
-        actual = _trained_after(*_prepared(tiny_weights, grad_checkpointing=towers))
+        saved[towers] = _saved_bytes(*prepared(grad_checkpointing=towers)[1:])
+        actual = _trained_after(*prepared(grad_checkpointing=towers))
         assert all(torch.equal(actual[n], expected[n]) for n in expected), towers
     assert saved["all"] < min(saved["text"], saved["image"]) and max(saved["text"], saved["image"]) < plain_saved
 
@@ -91,18 +98,18 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def test_frozen_tensors_cost_no_weight_gradient_flops(tiny_weights):
+def test_frozen_tensors_cost_no_weight_gradient_flops(prepared):
     """Backward of a linear layer is two matmuls (input and weight gradient), each as costly as its
     forward. A ClipFit step must cost about one forward more than the forward (input gradients
     only), full fine-tuning about two."""
     images, labels = _batch()
-    model, trainer, state = _prepared(tiny_weights)
+    model, trainer, state = prepared()
     with torch.no_grad():
         forward = _flops(lambda: state.forward(images, state.objective.inputs))
     step = _flops(lambda: trainer.train_step(state, images, labels))
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen and all(dict(model.named_parameters())[n].grad is None for n in frozen)
-    _, full_trainer, full_state = _prepared(tiny_weights, recipe="full")
+    _, full_trainer, full_state = prepared(recipe="full")
     full_step = _flops(lambda: full_trainer.train_step(full_state, images, labels))
     assert 1.5 * forward < step <= 2.05 * forward
     assert full_step > 2.8 * forward
@@ -112,19 +119,19 @@ def _aot_eager(monkeypatch) -> None:
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
 
 
-def test_compile_traces_the_same_step(tiny_weights, monkeypatch):
+def test_compile_traces_the_same_step(prepared, monkeypatch):
     _aot_eager(monkeypatch)
-    model, trainer, state = _prepared(tiny_weights, compile=True)
+    model, trainer, state = prepared(compile=True)
     assert state.eager is not None  # compiled, not yet confirmed by a step
     names = [n for n, _ in model.named_parameters()]
     actual = _trained_after(model, trainer, state)
     assert state.eager is None and [n for n, _ in model.named_parameters()] == names
-    expected = _trained_after(*_prepared(tiny_weights))
+    expected = _trained_after(*prepared())
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-7)
 
 
-def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_weights, monkeypatch, caplog):
+def test_compile_failure_falls_back_to_eager_with_a_warning(prepared, monkeypatch, caplog):
     def broken(module, **kwargs):
         def call(*args, **kw):
             raise RuntimeError("no backend today\nmore detail")
@@ -133,13 +140,13 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_weights, monkey
 
     monkeypatch.setattr(torch, "compile", broken)
     with caplog.at_level(logging.WARNING, logger="clipfit"):
-        actual = _trained_after(*_prepared(tiny_weights, compile=True))
+        actual = _trained_after(*prepared(compile=True))
     assert "torch.compile failed (RuntimeError: no backend today); training without it" in caplog.text
-    expected = _trained_after(*_prepared(tiny_weights))
+    expected = _trained_after(*prepared())
     assert all(torch.equal(actual[n], expected[n]) for n in expected)
 
 
-def test_compile_failure_under_torchrun_stops_instead_of_falling_back(tiny_weights, monkeypatch):
+def test_compile_failure_under_torchrun_stops_instead_of_falling_back(prepared, monkeypatch):
     # one process falling back alone would leave the others out of step in DDP's all-reduce
     def broken(module, **kwargs):
         def call(*args, **kw):
@@ -148,28 +155,27 @@ def test_compile_failure_under_torchrun_stops_instead_of_falling_back(tiny_weigh
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
-    _, trainer, state = _prepared(tiny_weights, compile=True)
+    _, trainer, state = prepared(compile=True)
     trainer.env = DistEnv(rank=1, world_size=2)  # as if launched by torchrun (the step itself is local)
     with pytest.raises(ConfigError, match=r"failed on process 1 .*resume with --no-compile"):
         trainer.train_step(state, *_batch())
 
 
-def test_compile_without_a_compiler_says_so(tiny_weights, monkeypatch, caplog):
+def test_compile_without_a_compiler_says_so(prepared, monkeypatch, caplog):
     monkeypatch.setattr(engine.shutil, "which", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="clipfit"):
-        _, _, state = _prepared(tiny_weights, compile=True)
+        _, _, state = prepared(compile=True)
     assert state.eager is None and "needs a C++ compiler" in caplog.text
 
 
-def _argv(weights: str, run_dir) -> list[str]:
-    return [
-        "--dataset", "shapes", "--model", "clipfit-tiny", "--pretrained", weights, "--shots", "1", "--epochs", "2",
-        "--batch-size", "16", "--max-eval-images", "32", "--run-dir", str(run_dir), "-q",
-    ]  # fmt: skip
+FLAGS = {"shots": 1, "epochs": 2, "batch_size": 16, "max_eval_images": 32}
 
 
-def test_a_run_resumed_with_speed_options_ends_where_one_without_them_ends(tiny_weights, tmp_path, monkeypatch):
-    assert train.main(_argv(tiny_weights, tmp_path / "plain")) == 0
+@pytest.mark.slow
+def test_a_run_resumed_with_speed_options_ends_where_one_without_them_ends(
+    train_tiny, tiny_argv, tmp_path, monkeypatch
+):
+    train_tiny(tmp_path / "plain", **FLAGS)
     original = Trainer._checkpoint
 
     def checkpoint_then_die(self, epoch, *args, **kwargs):
@@ -178,7 +184,7 @@ def test_a_run_resumed_with_speed_options_ends_where_one_without_them_ends(tiny_
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
-    assert train.main(_argv(tiny_weights, tmp_path / "resumed")) == 130
+    assert train.main(tiny_argv(tmp_path / "resumed", **FLAGS)) == 130
     monkeypatch.setattr(Trainer, "_checkpoint", original)
     _aot_eager(monkeypatch)
     assert train.main(["--resume", str(tmp_path / "resumed"), "--compile", "--grad-checkpointing", "-q"]) == 0

@@ -3,53 +3,42 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from clipfit.checkpoint import CheckpointError, apply_checkpoint
 from clipfit.cli import train
-from clipfit.config import OptimConfig
 from clipfit.data.prepare import prepare_data
-from clipfit.data.registry import load_dataset
-from clipfit.data.sampling import few_shot_split
-from clipfit.engine import Trainer, TrainSettings, TrainTask
+from clipfit.engine import Trainer
 from clipfit.evaluate import EvalSettings
 from clipfit.methods import method_of
 from clipfit.models import build_model
 from clipfit.objective import clipfit_loss
 from clipfit.prompts import class_tokens
 from clipfit.recipes import apply_recipe, get_recipe
-from clipfit.rundir import RunDir, load_checkpoint, load_run
+from clipfit.rundir import load_checkpoint, load_run
 from clipfit.towers import encode_text
 from clipfit.trained import build_trained_model
 
 
-def _task(shots: int = 2, classes: int = 8) -> TrainTask:
-    dataset = load_dataset("shapes")
-    train_items, _ = few_shot_split(dataset.train, dataset.val, shots, seed=1)
-    train_items = [s for s in train_items if s.label < classes]
-    return TrainTask(train_items, dataset.classnames[:classes], dataset.template, dataset.reader, (0.5, 1.0))
+@pytest.fixture
+def trainer_of(make_trainer, shapes_task):
+    """``trainer_of(bundle, trained, run_dir=None)``: ClipFit's trainer for one epoch on 8 shapes classes."""
+
+    def trainer(bundle, trained, run_dir=None) -> Trainer:
+        meta = {"model": bundle.name, "pretrained": bundle.pretrained, "recipe": "clipfit"}
+        return make_trainer(bundle, trained, shapes_task(), run_dir=run_dir, checkpoint_meta=meta, log_every=2)
+
+    return trainer
 
 
-def _trainer(bundle, trained, tmp_path=None, epochs=1, **optim) -> Trainer:
-    cfg = OptimConfig(lr=0.002, epochs=epochs, batch_size=4, warmup_epochs=0, reg_weight=8.0, **optim)
-    settings = TrainSettings(cfg, seed=1, device=torch.device("cpu"), log_every=2)
-    return Trainer(
-        bundle,
-        trained,
-        _task(),
-        settings,
-        run_dir=RunDir(tmp_path) if tmp_path is not None else None,
-        checkpoint_meta={"model": bundle.name, "pretrained": bundle.pretrained, "recipe": "clipfit"},
-    )
-
-
-def test_only_the_selected_tensors_change_and_all_of_them_do(tiny_weights):
+def test_only_the_selected_tensors_change_and_all_of_them_do(tiny_weights, trainer_of):
     bundle = build_model("clipfit-tiny", tiny_weights)
     trained = apply_recipe(bundle.model, "clipfit")
     before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
-    _trainer(bundle, trained).fit()
+    trainer_of(bundle, trained).fit()
     for name, param in bundle.model.named_parameters():
         if name in trained:
             assert not torch.equal(param, before[name]), f"{name} was selected but did not move"
@@ -57,11 +46,11 @@ def test_only_the_selected_tensors_change_and_all_of_them_do(tiny_weights):
             assert torch.equal(param, before[name]), f"{name} is frozen but changed"
 
 
-def test_every_selected_tensor_gets_a_gradient(tiny_weights):
+def test_every_selected_tensor_gets_a_gradient(tiny_weights, shapes_task):
     bundle = build_model("clipfit-tiny", tiny_weights)
     model = bundle.model
     trained = set(apply_recipe(model, "clipfit"))
-    task = _task()
+    task = shapes_task()
     tokens = class_tokens(bundle.tokenizer, model, task.template, task.classnames)
     with torch.no_grad():
         t0 = encode_text(model, tokens, normalize=True)
@@ -78,10 +67,10 @@ def test_every_selected_tensor_gets_a_gradient(tiny_weights):
             assert param.grad is None, f"frozen {name} received a weight gradient"
 
 
-def test_checkpoint_round_trip_reproduces_logits(tiny_weights, tmp_path):
+def test_checkpoint_round_trip_reproduces_logits(tiny_weights, tmp_path, trainer_of):
     bundle = build_model("clipfit-tiny", tiny_weights)
     trained = apply_recipe(bundle.model, "clipfit")
-    _trainer(bundle, trained, tmp_path).fit()
+    trainer_of(bundle, trained, tmp_path).fit()
     ckpt = load_checkpoint(tmp_path)
     assert sorted(ckpt.final) == sorted(trained)
     assert ckpt.meta["pretrained"] == tiny_weights
@@ -100,31 +89,17 @@ def test_checkpoint_round_trip_reproduces_logits(tiny_weights, tmp_path):
     assert all(torch.equal(ckpt.init[n], fresh[n]) for n in trained)
 
 
-def _argv(weights: str, run_dir, *extra: str) -> list[str]:
-    return [
-        "--dataset",
-        "shapes",
-        "--model",
-        "clipfit-tiny",
-        "--pretrained",
-        weights,
-        "--shots",
-        "2",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "16",
-        "--max-eval-images",
-        "64",
-        "--log-every",
-        "2",
-        "--run-dir",
-        str(run_dir),
-        "-q",
-        *extra,
-    ]
+# The runs of this file: the suite's tiny run (see tiny_argv) in batches of 16, logged every 2 steps.
+FLAGS = {"batch_size": 16, "log_every": 2}
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, train_tiny) -> Path:
+    """A finished run of this file's flags, for the tests that only read it (none may write into it)."""
+    return train_tiny(tmp_path_factory.mktemp("finished") / "run", **FLAGS)[0]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("killed_after", "extra"),
     [
@@ -144,11 +119,16 @@ def _argv(weights: str, run_dir, *extra: str) -> list[str]:
         "every-2-epochs",
     ],
 )
-def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, monkeypatch, killed_after, extra):
+def test_a_killed_and_resumed_run_ends_bit_identical(
+    request, tiny_argv, train_tiny, tmp_path, monkeypatch, killed_after, extra
+):
     # random heads and --pretrained none are built from the run's seed, so the resumed process
-    # rebuilds the same starting point
-    assert train.main(_argv(tiny_weights, tmp_path / "through", *extra)) == 0
-
+    # rebuilds the same starting point. The run trained through without a kill: without extra flags,
+    # the file's finished run.
+    if extra:
+        through, _ = train_tiny(tmp_path / "through", *extra, **FLAGS)
+    else:
+        through = request.getfixturevalue("finished_run")
     original = Trainer._checkpoint
 
     written: list[int] = []
@@ -160,7 +140,7 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
             raise KeyboardInterrupt  # the process dies right after the epoch's checkpoint
 
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
-    assert train.main(_argv(tiny_weights, tmp_path / "killed", *extra)) == 130
+    assert train.main(tiny_argv(tmp_path / "killed", *extra, **FLAGS)) == 130
     assert written == ([2] if "--checkpoint-every" in extra else list(range(1, killed_after + 1)))
     partial = load_checkpoint(tmp_path / "killed")
     assert partial.meta["epoch"] == killed_after and not partial.meta["complete"]
@@ -170,12 +150,12 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
     monkeypatch.setattr(Trainer, "_checkpoint", original)
     assert train.main(["--resume", str(tmp_path / "killed"), "-q"]) == 0
 
-    a, b = load_checkpoint(tmp_path / "through"), load_checkpoint(tmp_path / "killed")
+    a, b = load_checkpoint(through), load_checkpoint(tmp_path / "killed")
     assert a.final.keys() == b.final.keys()
     assert all(torch.equal(a.final[n], b.final[n]) for n in a.final)
     for log in ("metrics.jsonl", "layers.jsonl"):
-        assert (tmp_path / "through" / log).read_text() == (tmp_path / "killed" / log).read_text()
-    ra = json.loads((tmp_path / "through" / "results.json").read_text())
+        assert (through / log).read_text() == (tmp_path / "killed" / log).read_text()
+    ra = json.loads((through / "results.json").read_text())
     rb = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert ra["metrics"] == rb["metrics"] and ra["zero_shot"] == rb["zero_shot"]
     # and the checkpoint alone rebuilds the evaluated model, random frozen weights included
@@ -185,9 +165,8 @@ def test_a_killed_and_resumed_run_ends_bit_identical(tiny_weights, tmp_path, mon
     assert method_of(get_recipe(cfg.recipe)).evaluate(bundle, prepare_data(cfg), settings) == rb["metrics"]
 
 
-def test_run_directory_files(tiny_weights, tmp_path):
-    run_dir = tmp_path / "run"
-    assert train.main(_argv(tiny_weights, run_dir)) == 0
+def test_run_directory_files(finished_run):
+    run_dir = finished_run
     names = {p.name for p in run_dir.iterdir()}
     assert names == {
         "config.json",
@@ -235,21 +214,21 @@ def test_run_directory_files(tiny_weights, tmp_path):
     assert "epoch 3/3" in (run_dir / "log.txt").read_text()
 
 
-def test_finished_runs_are_skipped_and_other_settings_refused(tiny_weights, tmp_path, capsys):
+def test_finished_runs_are_skipped_and_other_settings_refused(tiny_argv, tmp_path, capsys):
+    # its own run: a failure here could rewrite the run
     run_dir = tmp_path / "run"
-    assert train.main(_argv(tiny_weights, run_dir)) == 0
+    assert train.main(tiny_argv(run_dir, **FLAGS)) == 0
     stamp = (run_dir / "results.json").stat().st_mtime_ns
-    assert train.main(_argv(tiny_weights, run_dir)) == 0  # same settings: nothing retrained
+    assert train.main(tiny_argv(run_dir, **FLAGS)) == 0  # same settings: nothing retrained
     assert (run_dir / "results.json").stat().st_mtime_ns == stamp
     capsys.readouterr()
-    assert train.main(_argv(tiny_weights, run_dir, "--lr", "0.01")) == 2
+    assert train.main(tiny_argv(run_dir, "--lr", "0.01", **FLAGS)) == 2
     err = capsys.readouterr().err
     assert "already holds a finished run with other settings" in err and "optim.lr" in err and "--overwrite" in err
 
 
-def test_checkpoint_of_another_architecture_names_the_mismatch(tiny_weights, tmp_path):
-    assert train.main(_argv(tiny_weights, tmp_path / "run")) == 0
-    ckpt = load_checkpoint(tmp_path / "run")
+def test_checkpoint_of_another_architecture_names_the_mismatch(finished_run):
+    ckpt = load_checkpoint(finished_run)
     with pytest.raises(CheckpointError, match=r"trained on clipfit-tiny .* but the model is shapes-vit-tiny"):
         build_trained_model(ckpt, model="shapes-vit-tiny", pretrained="none")
     other = build_model("shapes-vit-tiny", "none").model
@@ -267,9 +246,8 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_keeps_fp32_tensors_and_the_regulariser(tiny_weights, tmp_path, precision):
-    run_dir = tmp_path / precision
-    assert train.main(_argv(tiny_weights, run_dir, "--precision", precision, "--epochs", "2")) == 0
+def test_mixed_precision_keeps_fp32_tensors_and_the_regulariser(train_tiny, tmp_path, precision):
+    run_dir, _ = train_tiny(tmp_path / precision, "--precision", precision, "--epochs", "2", **FLAGS)
     ckpt = load_checkpoint(run_dir)
     assert all(t.dtype == torch.float32 for t in ckpt.final.values())
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

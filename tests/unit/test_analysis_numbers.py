@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import math
@@ -270,26 +269,6 @@ def test_relative_change_of_zero_initialised_tensors_is_undefined_not_an_error()
     caption = caption_param_change(table, "rel_change")
     assert "image LN bias undefined (pretrained values all zero)" in caption
     assert "image LN weight most at ln_pre (0.5, 100% of the group)" in caption
-
-
-# ----------------------------------------------------------------------------- figures import only tables
-
-
-def test_figures_import_only_plotting_libraries_the_schemas_and_the_markdown_renderer():
-    allowed = {"__future__", "base64", "contextlib", "collections", "dataclasses", "html", "json", "math", "pathlib",
-               "typing", "pandas", "numpy", "matplotlib", "seaborn", "figures", "analysis.schemas",
-               "analysis.markdown"}  # fmt: skip
-    for file in (Path(__file__).parents[2] / "figures").glob("*.py"):
-        tree = ast.parse(file.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                modules = [node.module or ""]
-            else:
-                continue
-            for module in modules:
-                assert module in allowed or module.split(".")[0] in allowed - {"analysis"}, f"{file.name}: {module}"
 
 
 def test_per_dataset_weights_stay_one_method_and_an_ablation_is_kept_apart(tmp_path):
