@@ -57,6 +57,16 @@ def default_run_dir(out: str | Path, cfg: RunConfig) -> Path:
     return Path(out) / dataset / cfg.data.setting / cfg.recipe / f"shots{cfg.data.shots}" / f"seed{cfg.seed}"
 
 
+def eval_run_dir(out: str | Path, target: str, writable: bool = True) -> RunDir:
+    """Where clipfit-eval writes a target's results: ``<out>/<target>`` (``out`` defaults to ``<run>/eval``)."""
+    return RunDir(Path(out) / dataset_slug(target), writable)
+
+
+def default_eval_root(path: str | Path) -> Path:
+    """``<run>/eval`` of a run directory or of a checkpoint file inside one."""
+    return checkpoint_file(path).parent / EVAL_DIR
+
+
 def checkpoint_file(path: str | Path) -> Path:
     """A run directory or a checkpoint file -> the checkpoint file."""
     path = Path(path).expanduser()

@@ -14,14 +14,14 @@ from typing import Any
 
 from clipfit.checkpoint import checkpoint_values
 from clipfit.console import format_metrics
-from clipfit.data.registry import dataset_slug, load_dataset
+from clipfit.data.registry import load_dataset
 from clipfit.data.sampling import class_subsets
 from clipfit.evaluate import EvalSettings, evaluate_subsets
 from clipfit.heads import ClipHead
 from clipfit.methods import method_of
 from clipfit.provenance import signature, versions
 from clipfit.recipes import get_recipe
-from clipfit.rundir import RunDir, RunError, load_run
+from clipfit.rundir import RunError, eval_run_dir, load_run
 from clipfit.runtime import DistEnv, device_for, main_process_first, resolve_precision
 from clipfit.trained import build_trained_model
 
@@ -108,6 +108,6 @@ def eval_targets(
             ),
             "versions": versions(),
         }
-        RunDir(out / dataset_slug(target), writable=env.is_main).write_results(results)
+        eval_run_dir(out, target, writable=env.is_main).write_results(results)
         all_results.append(results)
     return all_results

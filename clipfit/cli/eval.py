@@ -23,7 +23,7 @@ from clipfit.data.registry import expand_names
 from clipfit.evaluate import EvalSettings, zero_shot_metrics
 from clipfit.methods import method_of
 from clipfit.recipes import get_recipe
-from clipfit.rundir import EVAL_DIR, checkpoint_file, load_run
+from clipfit.rundir import default_eval_root, load_run
 from clipfit.runtime import destroy_distributed, device_for, init_distributed, main_process_first, resolve_precision
 from clipfit.trained import build_trained_model
 from clipfit.transfer import eval_targets
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         run_dir = Path(args.checkpoint).expanduser()
         if args.datasets:
-            out = Path(args.out) if args.out else checkpoint_file(run_dir).parent / EVAL_DIR
+            out = Path(args.out) if args.out else default_eval_root(run_dir)
             all_results = eval_targets(
                 run_dir,
                 expand_names(args.datasets),

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from checks import assert_resnet_image_tower_is_refused
 
-from clipfit.models import build_model
 from clipfit.recipes import RecipeError, apply_recipe, count_parameters, describe_selection, select
 
 
@@ -31,13 +31,7 @@ def test_freezing_is_idempotent_and_explicit(tiny):
 
 def test_resnet_image_tower_is_refused_with_the_tower_named():
     # clipfit-tiny-rn has open_clip's ModifiedResNet image tower (RN50 itself: tests/integration)
-    model = build_model("clipfit-tiny-rn", "none").model
-    with pytest.raises(RecipeError) as err:
-        select(model, "clipfit")
-    message = str(err.value)
-    assert "image tower" in message and "ModifiedResNet" in message and "LayerNorm" in message
-    # The text half alone still works on a ResNet model: one bias per text block.
-    assert len(select(model, "clipfit-text")) == 2
+    assert_resnet_image_tower_is_refused("clipfit-tiny-rn", text_blocks=2)
 
 
 def test_selection_is_structural_not_by_substring(tiny):

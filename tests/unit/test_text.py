@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import torch
+from checks import CLASSNAMES, assert_cut_sequences_give_the_full_length_features
 
-from clipfit.models import build_model
-from clipfit.prompts import class_tokens, make_prompts
-from clipfit.towers import cut_tokens, encode_text, supports_cut
-
-CLASSNAMES = ["red circle", "Annual Crop Land", "a_very_long_class_name_with_many_words_in_it", "x"]
+from clipfit.prompts import class_tokens
+from clipfit.towers import encode_text
 
 
 def test_cut_sequences_give_the_full_length_features():
-    # ViT-B-16: tests/integration/test_full_size_models.py
-    torch.manual_seed(0)
-    bundle = build_model("clipfit-tiny", "none")
-    model, tokenizer = bundle.model, bundle.tokenizer
-    assert supports_cut(model)
-    full = tokenizer(make_prompts("a photo of a {}, a type of pet.", CLASSNAMES))
-    cut = cut_tokens(full)
-    assert cut.shape[1] < full.shape[1] // 3  # the point: far fewer positions
-    with torch.no_grad():
-        reference = model.encode_text(full)
-        ours = encode_text(model, cut)
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert_cut_sequences_give_the_full_length_features("clipfit-tiny")  # ViT-B-16: tests/integration
 
 
 def test_cut_keeps_every_end_of_text_token(tiny):
