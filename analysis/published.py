@@ -14,6 +14,9 @@ import math
 
 PUBLISHED_DATASET = "Average (11 datasets, paper)"
 PUBLISHED_SOURCE = "published, ViT-B/16 (PAPER.md section 8)"
+# Per-dataset published zero-shot numbers come from each run's self-check (clipfit.reference).
+PUBLISHED_ZERO_SHOT = "zero-shot CLIP (published)"
+PUBLISHED_ZERO_SHOT_SOURCE = "published zero-shot of the run's model (clipfit.reference; PAPER.md section 8)"
 # PAPER.md section 8: base-to-new averages over 11 datasets, ViT-B/16 (method, Base, New, HM).
 PUBLISHED_BASE2NEW: tuple[tuple[str, float, float, float], ...] = (
     ("zero-shot CLIP", 69.34, 74.22, 71.70),

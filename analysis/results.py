@@ -28,7 +28,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from analysis.published import PUBLISHED_DATASET, published_base2new_rows, published_fewshot_rows
+from analysis.published import (
+    PUBLISHED_DATASET,
+    PUBLISHED_ZERO_SHOT,
+    PUBLISHED_ZERO_SHOT_SOURCE,
+    published_base2new_rows,
+    published_fewshot_rows,
+)
 from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform
 from clipfit.data.catalog import (  # the paper's dataset order; others follow alphabetically
     BENCHMARKS,
@@ -64,6 +70,9 @@ def find_results(root: str | Path) -> list[Path]:
 def _row(path: Path, root: Path, data: dict) -> dict:
     metrics, zero_shot = data.get("metrics") or {}, data.get("zero_shot") or {}
     source, versions = data.get("source") or {}, data.get("versions") or {}
+    # zero-shot under the published protocol: recorded where its template differs, else the same numbers
+    protocol = (data.get("zero_shot_published") or {}).get("metrics") or zero_shot
+    published = (data.get("self_check") or {}).get("published") or {}
     nan = math.nan
     return {
         "path": str(path.parent.relative_to(root)) if path.is_relative_to(root) else str(path.parent),
@@ -85,6 +94,8 @@ def _row(path: Path, root: Path, data: dict) -> dict:
         "zs_new_acc": zero_shot.get("new_acc", nan),
         "zs_hm": zero_shot.get("hm", nan),
         "zs_acc": zero_shot.get("acc", nan),
+        **{f"zsp_{k}": protocol.get(k, nan) for k in ("base_acc", "new_acc", "hm", "acc")},
+        **{f"pub_{k}": published.get(k, nan) for k in ("base_acc", "new_acc", "hm", "acc")},
         "comparable": bool(data.get("comparable", True)),
         "precision": data.get("precision") or "?",
         "clipfit_version": versions.get("clipfit") or "?",
@@ -191,7 +202,9 @@ def base2new_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
     b2n = runs[runs["setting"] == "base2new"]
     if b2n.empty:
         return pd.DataFrame(columns=list(BASE2NEW))
-    zs = _zero_shot_rows(b2n, {"base_acc": "zs_base_acc", "new_acc": "zs_new_acc", "hm": "zs_hm"})
+    # against published numbers, zero-shot is measured as they were (CoOp's ZeroshotCLIP templates)
+    prefix = "zsp" if published else "zs"
+    zs = _zero_shot_rows(b2n, {k: f"{prefix}_{k}" for k in ("base_acc", "new_acc", "hm")})
     rows = []
     for (method, model, pretrained, dataset), part in pd.concat([zs, b2n]).groupby(
         ["method", "model", "pretrained", "dataset"], sort=False
@@ -239,9 +252,34 @@ def base2new_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
             }
         )
     if published:
-        averages += published_base2new_rows()
+        averages += published_base2new_rows() + _published_zero_shot_rows(b2n, ("base_acc", "new_acc", "hm"))
     table = pd.concat([table, pd.DataFrame(averages, columns=table.columns)], ignore_index=True)
     return conform(_sort(table), BASE2NEW)
+
+
+def _published_zero_shot_rows(runs: pd.DataFrame, keys: tuple[str, ...], shots: int | None = None) -> list[dict]:
+    """Rows of the published zero-shot numbers of the runs' datasets (from their self-checks), beside the runs'."""
+    rows = []
+    known = runs.dropna(subset=[f"pub_{keys[-1]}"]).drop_duplicates(["model", "pretrained", "dataset"])
+    for run in known.itertuples():
+        row = {
+            "method": PUBLISHED_ZERO_SHOT,
+            "model": run.model,
+            "pretrained": run.pretrained,
+            "dataset": run.dataset,
+            "seeds": 0,
+            "comparable": True,
+            "source": PUBLISHED_ZERO_SHOT_SOURCE,
+        }
+        if keys == ("acc",):
+            row.update(shots=0 if shots is None else shots, acc_mean=run.pub_acc, acc_std=math.nan)
+        else:
+            row.update(
+                base_mean=run.pub_base_acc, base_std=math.nan, new_mean=run.pub_new_acc, new_std=math.nan,
+                hm=run.pub_hm, hm_std=math.nan,
+            )  # fmt: skip
+        rows.append(row)
+    return rows
 
 
 def fewshot_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
@@ -249,7 +287,7 @@ def fewshot_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
     few = runs[runs["setting"] == "fewshot"]
     if few.empty:
         return pd.DataFrame(columns=list(FEWSHOT))
-    zs = _zero_shot_rows(few, {"acc": "zs_acc"}).assign(shots=0)
+    zs = _zero_shot_rows(few, {"acc": "zsp_acc" if published else "zs_acc"}).assign(shots=0)
     rows = []
     for (method, model, pretrained, dataset, shots), part in pd.concat([zs, few]).groupby(
         ["method", "model", "pretrained", "dataset", "shots"], sort=False
@@ -290,7 +328,7 @@ def fewshot_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
             }
         )
     if published:
-        averages += published_fewshot_rows()
+        averages += published_fewshot_rows() + _published_zero_shot_rows(few, ("acc",))
     table = pd.concat([table, pd.DataFrame(averages, columns=table.columns)], ignore_index=True)
     return conform(_sort(table, ["shots"]), FEWSHOT)
 

@@ -85,8 +85,23 @@ def results_table(results: Mapping[str, Any]) -> str:
     zs, ft = results["zero_shot"], results["metrics"]
     keys = [("base_acc", "Base"), ("new_acc", "New"), ("hm", "HM")] if "base_acc" in ft else [("acc", "Acc")]
     width = max(len("zero-shot"), len(results["recipe"])) + 2
+    named = [("zero-shot", zs)]
+    if results.get("zero_shot_published"):  # the published protocol's template, where it differs (DTD)
+        named.append(("zero-shot, published template", results["zero_shot_published"]["metrics"]))
+    check = results.get("self_check")
+    if check:
+        named.append(("zero-shot, published", check["published"]))
+    if results["recipe"] != "zero-shot":
+        named.append((results["recipe"], ft))
+    width = max(width, *(len(label) + 2 for label, _ in named))
     rows = [" " * width + "".join(f"{title:>8}" for _, title in keys)]
-    named = [("zero-shot", zs)] + ([(results["recipe"], ft)] if results["recipe"] != "zero-shot" else [])
     for label, values in named:
-        rows.append(f"{label:<{width}}" + "".join(_fmt(values[k], 8) for k, _ in keys))
+        rows.append(f"{label:<{width}}" + "".join(_fmt(values.get(k), 8) for k, _ in keys))
+    if check:
+        worst = max((abs(d) for d in check["difference"].values()), default=0.0)
+        verdict = "within" if check["ok"] else "OFF: more than"
+        rows.append(
+            f"self-check against {check['reference']}: {verdict} {check['tolerance']:g} point of the published "
+            f"zero-shot (largest difference {worst:.2f})"
+        )
     return "\n".join(rows)

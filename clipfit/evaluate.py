@@ -160,6 +160,9 @@ def evaluate_subsets(
     return summarise(accuracies)
 
 
-def zero_shot_metrics(bundle: ModelBundle, data: RunData, settings: EvalSettings) -> dict[str, float]:
-    """CLIP itself (whatever head a recipe adds) on a run's label spaces, at the model's current values."""
-    return evaluate_subsets(bundle, data.dataset, data.subsets, data.template, settings, ClipHead())
+def zero_shot_metrics(
+    bundle: ModelBundle, data: RunData, settings: EvalSettings, template: str | None = None
+) -> dict[str, float]:
+    """CLIP itself (whatever head a recipe adds) on a run's label spaces, at the model's current values,
+    with the fine-tuning template (or ``template``)."""
+    return evaluate_subsets(bundle, data.dataset, data.subsets, template or data.template, settings, ClipHead())

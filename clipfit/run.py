@@ -22,6 +22,7 @@ from clipfit.methods import RunContext, method_of
 from clipfit.models import ModelBundle, build_model
 from clipfit.provenance import signature, versions
 from clipfit.recipes import Recipe, apply_recipe, count_parameters, describe_selection, get_recipe, summary_line
+from clipfit.reference import self_check
 from clipfit.rundir import RunDir
 from clipfit.runtime import (
     DistEnv,
@@ -147,12 +148,17 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
     logger.info("%s on %s", ctx.precision, ctx.device)
 
     if resume is not None and "zero_shot" in resume.meta:
-        zero_shot = resume.meta["zero_shot"]
+        zero_shot, published = resume.meta["zero_shot"], resume.meta.get("zero_shot_published")
     else:
-        started = time.time()
-        zero_shot = zero_shot_metrics(ctx.bundle, ctx.data, ctx.eval_settings)
-        logger.info("zero-shot: %s (%.1fs)", format_metrics(zero_shot), time.time() - started)
+        zero_shot, published = _zero_shot(ctx)
     ctx.meta["zero_shot"] = zero_shot
+    if published is not None:
+        ctx.meta["zero_shot_published"] = published
+    comparable = ctx.data.dataset.comparable and cfg.max_eval_images is None
+    check = self_check(
+        bundle.name, bundle.pretrained, bundle.activation, cfg.data.dataset, cfg.data.setting, comparable,
+        (published or {"metrics": zero_shot})["metrics"], ctx.data.published_template,
+    )  # fmt: skip
 
     outcome = method_of(ctx.recipe).run(ctx, resume, zero_shot)
     logger.info("%s: %s", cfg.recipe, format_metrics(outcome.metrics))
@@ -176,12 +182,28 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
         "head": bundle.head.describe(),
         "template": ctx.data.template,
         "split_source": ctx.data.dataset.split_source,
-        "comparable": ctx.data.dataset.comparable and cfg.max_eval_images is None,
+        "comparable": comparable,
         "precision": ctx.precision,
         "world_size": env.world_size,
         "signature": ctx.meta["signature"],
         "versions": versions(),
+        **({"zero_shot_published": published} if published is not None else {}),
+        **({"self_check": check} if check is not None else {}),
         **outcome.extra,
     }
     run.write_results(results)
     return results
+
+
+def _zero_shot(ctx: RunContext) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Zero-shot CLIP with the fine-tuning template (the run's starting point) and, where the dataset's
+    published numbers use another template (CoOp's ZeroshotCLIP: DTD), under that published protocol."""
+    data, settings = ctx.data, ctx.eval_settings
+    started = time.time()
+    zero_shot = zero_shot_metrics(ctx.bundle, data, settings)
+    logger.info("zero-shot: %s (%.1fs)", format_metrics(zero_shot), time.time() - started)
+    if data.published_template == data.template:
+        return zero_shot, None
+    metrics = zero_shot_metrics(ctx.bundle, data, settings, data.published_template)
+    logger.info("zero-shot with the published template %r: %s", data.published_template, format_metrics(metrics))
+    return zero_shot, {"template": data.published_template, "metrics": metrics}

@@ -14,13 +14,14 @@ from typing import Any
 
 from clipfit.checkpoint import checkpoint_values
 from clipfit.console import format_metrics
-from clipfit.data.registry import load_dataset
+from clipfit.data.registry import get_spec, load_dataset
 from clipfit.data.sampling import class_subsets
 from clipfit.evaluate import EvalSettings, evaluate_subsets
 from clipfit.heads import ClipHead
 from clipfit.methods import method_of
 from clipfit.provenance import signature, versions
 from clipfit.recipes import get_recipe
+from clipfit.reference import self_check
 from clipfit.rundir import RunError, eval_run_dir, load_run
 from clipfit.runtime import DistEnv, device_for, main_process_first, resolve_precision
 from clipfit.trained import build_trained_model
@@ -67,10 +68,19 @@ def eval_targets(
         subsets = class_subsets(dataset, dataset.train, "eval")
         started = time.time()
         metrics = evaluate_subsets(bundle, dataset, subsets, template, settings, bundle.head)
-        zs = None
+        zs = published = check = None
+        comparable = dataset.comparable and cfg.max_eval_images is None
         if zero_shot:
+            published_template = get_spec(target).zeroshot_template or template
             with checkpoint_values(bundle.model, ckpt, "init", model_name=bundle.name):
                 zs = evaluate_subsets(bundle, dataset, subsets, template, settings, ClipHead())
+                if published_template != template:  # the published protocol's template (DTD)
+                    metrics_p = evaluate_subsets(bundle, dataset, subsets, published_template, settings, ClipHead())
+                    published = {"template": published_template, "metrics": metrics_p}
+            check = self_check(
+                bundle.name, bundle.pretrained, bundle.activation, target, "eval", comparable,
+                (published or {"metrics": zs})["metrics"], published_template,
+            )  # fmt: skip
         logger.info(
             "%s -> %s: %s%s (%.1fs)",
             ckpt.meta.get("dataset"),
@@ -95,7 +105,7 @@ def eval_targets(
             "zero_shot": zs,
             "template": template,
             "split_source": dataset.split_source,
-            "comparable": dataset.comparable and cfg.max_eval_images is None,
+            "comparable": comparable,
             "precision": precision,
             "activation": bundle.activation,
             "signature": signature(
@@ -107,6 +117,8 @@ def eval_targets(
                 bundle.activation,
             ),
             "versions": versions(),
+            **({"zero_shot_published": published} if published is not None else {}),
+            **({"self_check": check} if check is not None else {}),
         }
         eval_run_dir(out, target, writable=env.is_main).write_results(results)
         all_results.append(results)

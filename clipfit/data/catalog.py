@@ -223,6 +223,7 @@ RECORDS: dict[str, DatasetRecord] = _by_name(
         title="DTD",
         reader=SplitFileReader("images", "split_zhou_DescribableTextures.json", split_class_folders(), FOLDER_RULE),
         template="a photo of a {}, a type of texture.",
+        zeroshot_template="{} texture.",
         fewshot_reg_weight=8.0,
         folder="dtd",
         tree="dtd/\n|-- images/          banded/banded_0002.jpg, ...\n`-- split_zhou_DescribableTextures.json",

@@ -51,7 +51,10 @@ def _number(value: float) -> str:
 def _row(names: str, title: str, record: DatasetRecord, folder: str) -> str:
     # a test-only dataset is never trained on: its epochs and lambda would mislead
     epochs, weight = ("-", "-") if record.test_only else (str(record.epochs), _number(record.fewshot_reg_weight))
-    cells = [names, title, folder, f"`{record.template}`", epochs, weight, "test only" if record.test_only else ""]
+    notes = ["test only"] if record.test_only else []
+    if record.zeroshot_template:
+        notes.append(f"published zero-shot numbers use `{record.zeroshot_template}` (CoOp's ZeroshotCLIP)")
+    cells = [names, title, folder, f"`{record.template}`", epochs, weight, "; ".join(notes)]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -16,7 +16,8 @@ class RunData:
     """The data of a run: the dataset, its few-shot draw, and the label spaces."""
 
     dataset: Dataset
-    template: str
+    template: str  # the fine-tuning template (--template, else the dataset's)
+    published_template: str  # the template of the dataset's published zero-shot numbers (CoOp's ZeroshotCLIP)
     train: list[Sample]  # few-shot train images, relabelled to the training label space
     val: list[Sample]  # few-shot val images, relabelled likewise
     subsets: dict[str, ClassSubset]  # "base"/"new" or "all"
@@ -45,9 +46,16 @@ def prepare_data(cfg: RunConfig) -> RunData:
     if not dataset.train:
         raise DataError(f"dataset '{dataset.name}' has no training images ({dataset.split_source})")
     template = check_template(cfg.data.template or dataset.template)
+    published_template = spec.zeroshot_template or dataset.template
     draw = draw_few_shot(dataset, cfg.data.shots, cfg.seed)
     subsets = class_subsets(dataset, draw.train, cfg.data.setting)
     train_subset = subsets["base"] if cfg.data.setting == "base2new" else subsets["all"]
     return RunData(
-        dataset, template, train_subset.relabel(draw.train), train_subset.relabel(draw.val), subsets, train_subset
+        dataset,
+        template,
+        published_template,
+        train_subset.relabel(draw.train),
+        train_subset.relabel(draw.val),
+        subsets,
+        train_subset,
     )

@@ -41,6 +41,8 @@ class DatasetRecord:
     title: str  # the dataset's usual name, in messages and docs
     reader: Reader  # reads the class names and splits (images are read later, lazily)
     template: str = DEFAULT_TEMPLATE  # prompt template with one {} (CoOp's template for the benchmarks)
+    # the template of the published zero-shot numbers (CoOp's ZeroshotCLIP) where it differs; None: the same
+    zeroshot_template: str | None = None
     epochs: int = DEFAULT_EPOCHS  # the paper's training epochs
     fewshot_reg_weight: float = DEFAULT_FEWSHOT_REG_WEIGHT  # the paper's lambda in few-shot learning
     model: tuple[str, str] = DEFAULT_MODEL  # default (open_clip architecture, pretrained source)

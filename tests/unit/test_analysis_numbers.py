@@ -311,3 +311,25 @@ def test_results_of_two_models_and_two_weights_draw_and_caption_apart(tmp_path):
     assert "clipfit · ViT-B-16 (openai) 80.00" in caption and "clipfit · ViT-B-16 (laion2b) 70.00" in caption
     assert "clipfit · RN50 (openai) 60.00" in caption
     assert caption_base_new_scatter(table).count("Above zero-shot · ") == 3
+
+
+def test_against_published_numbers_zero_shot_is_measured_as_they_were(tmp_path):
+    # DTD: the run's zero-shot with its fine-tuning template is 40/50; under CoOp's ZeroshotCLIP
+    # template ("{} texture.") 44/60; the published numbers of its model are 53.24/59.90/56.37
+    published = {"base_acc": 53.24, "new_acc": 59.90, "hm": 56.37}
+    for seed, own in ((1, (40.0, 50.0)), (2, (42.0, 50.0))):
+        _write_result(
+            tmp_path, f"dtd/{seed}", dataset="dtd", setting="base2new", shots=16, seed=seed, reg_weight=8.0,
+            metrics=_b2n(70.0, 55.0), zero_shot=_b2n(*own),
+            zero_shot_published={"template": "{} texture.", "metrics": _b2n(44.0, 60.0)},
+            self_check={"published": published, "ok": False},
+        )  # fmt: skip
+    runs = read_runs(tmp_path)
+    plain = base2new_table(runs).set_index("method")
+    assert plain.loc["zero-shot", "base_mean"] == 41.0 and "zero-shot CLIP (published)" not in plain.index
+    table = base2new_table(runs, published=True)
+    dtd = table[table["dataset"] == "dtd"].set_index("method")
+    assert dtd.loc["zero-shot", "base_mean"] == 44.0 and dtd.loc["zero-shot", "new_mean"] == 60.0
+    row = dtd.loc["zero-shot CLIP (published)"]
+    assert (row["base_mean"], row["new_mean"], row["hm"]) == (53.24, 59.90, 56.37) and row["source"]
+    assert dtd.loc["clipfit", "base_mean"] == 70.0  # the fine-tuned numbers do not depend on the protocol
