@@ -159,7 +159,9 @@ COMMANDS: dict[str, Command] = {
         "param_change", "per-layer change from the pretrained values (paper Fig. 3, 4 right)", _param_change
     ),
     "grad-sums": Command(
-        "grad_sums", "squared-gradient sums per tensor over N batches (paper Fig. 4 left)", _grad_sums
+        "grad_sums",
+        "squared gradients per tensor: over training (paper Fig. 4 left) and a screening over N batches",
+        _grad_sums,
     ),
     "tsne": Command("tsne", "t-SNE of zero-shot vs fine-tuned image features (paper Fig. 5)", _tsne),
     "rep-change": Command("rep_change", "linear CKA of each block, pretrained vs fine-tuned", _rep_change),

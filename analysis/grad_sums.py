@@ -1,6 +1,15 @@
-"""Squared-gradient sums per layer (paper Fig. 4 left).
+"""Squared-gradient sums per layer: during training (paper Fig. 4 left), and a screening at fixed values.
 
-For a candidate tensor theta and N batches b of the ClipFit training loss
+Paper Fig. 4 left is the training-time quantity the released instrumentation summed: for every trained
+tensor theta and every training step t (at the weights of that step),
+
+    grad_sq_sum(theta) = sum_t sum_i (dL_t / dtheta_i)^2
+
+which the trainer accumulates on the device and logs as ``grad_sq_cum`` in layers.jsonl;
+:func:`training_grad_sums` tabulates its value after the last step.
+
+The screening (``clipfit-analyze grad-sums``, not a figure of the paper) takes the same sum over N
+batches b at fixed values (the pretrained ones by default) of the ClipFit training loss
 L_b = CE(s * <f_img, f_txt>, y) + lambda * (1 - mean_c cos(t_c, t0_c)):
 
     grad_sq_sum(theta)       = sum_b sum_i (dL_b / dtheta_i)^2
@@ -27,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.errors import AnalysisError
-from analysis.schemas import GRAD_STEPS, GRAD_SUMS, conform
+from analysis.schemas import GRAD_STEPS, GRAD_SUMS, GRAD_TRAINING, conform
 from analysis.tables import layer_frame
 from clipfit import towers
 from clipfit.objective import Objective
@@ -60,6 +69,24 @@ def grad_sum_table(
     frame = frame.sort_values(["grad_sq_sum", "order"], ascending=[False, True], kind="stable")
     frame["rank"] = range(1, len(frame) + 1)
     return conform(frame, GRAD_SUMS)
+
+
+def training_grad_sums(steps: pd.DataFrame, numel: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
+    """The GRAD_TRAINING table (paper Fig. 4 left) from GRAD_STEPS rows: each tensor's ``grad_sq_cum`` at its
+    last logged step, the sum of its squared gradients over every step of training.
+
+    Args:
+        steps: GRAD_STEPS rows of one or more runs (column ``checkpoint`` tells them apart).
+        numel: checkpoint label -> tensor name -> number of values.
+    """
+    if steps.empty:
+        return pd.DataFrame(columns=list(GRAD_TRAINING))
+    last = steps.sort_values("step", kind="stable").groupby(["checkpoint", "name"], sort=False).tail(1).copy()
+    last["steps"] = last["step"].astype(int)
+    last["grad_sq_sum"] = last["grad_sq_cum"].astype(float)
+    last["numel"] = [int(numel[c][n]) for c, n in zip(last["checkpoint"], last["name"], strict=True)]
+    last["grad_sq_per_value"] = last["grad_sq_sum"] / last["numel"]
+    return conform(last.sort_values(["checkpoint", "order"], kind="stable"), GRAD_TRAINING)
 
 
 def gradient_steps(records: Iterable[Mapping], checkpoint: str = "") -> pd.DataFrame:

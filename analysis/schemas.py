@@ -19,8 +19,10 @@ PARAM_CHANGE = ("checkpoint", *LAYER, "numel", "init_norm", "sq_change", "l2_cha
 # param-change over training, from a run's layers.jsonl: one row per checkpoint, logged step and tensor.
 PARAM_STEPS = ("checkpoint", "step", "epoch", *LAYER, "sq_change")
 
-# grad-sums (paper Fig. 4 left): one row per candidate tensor, ranked by grad_sq_sum.
+# grad-sums screening at fixed values: one row per candidate tensor, ranked by grad_sq_sum.
 GRAD_SUMS = ("rank", *LAYER, "numel", "in_recipe", "batches", "grad_sq_sum", "grad_sq_per_value")
+# paper Fig. 4 left: each trained tensor's squared gradients summed over every training step (layers.jsonl).
+GRAD_TRAINING = ("checkpoint", *LAYER, "numel", "steps", "grad_sq_sum", "grad_sq_per_value")
 # per-step squared gradient sums of the trained tensors, from a run's layers.jsonl.
 GRAD_STEPS = ("checkpoint", "step", "epoch", *LAYER, "grad_sq", "grad_sq_cum")
 
@@ -104,6 +106,7 @@ ALL = {
     "param_change": PARAM_CHANGE,
     "param_change_steps": PARAM_STEPS,
     "grad_sums": GRAD_SUMS,
+    "grad_sums_training": GRAD_TRAINING,
     "grad_sums_steps": GRAD_STEPS,
     "tsne": TSNE,
     "tsne_metrics": TSNE_METRICS,

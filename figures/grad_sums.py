@@ -1,6 +1,7 @@
-"""Paper Fig. 4 left: where the training loss pushes, as summed squared gradients per tensor.
+"""Where the training loss pushes, as summed squared gradients per tensor: during training (paper Fig. 4
+left), per step, and the screening at fixed values.
 
-Reads the GRAD_SUMS and GRAD_STEPS tables of :mod:`analysis.schemas`.
+Reads the GRAD_TRAINING, GRAD_STEPS and GRAD_SUMS tables of :mod:`analysis.schemas`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from figures.positions import draw_position_bars
 from figures.steps import draw_step_curves
 from figures.style import PALETTE, new_figure, require, styled
 
@@ -80,6 +82,31 @@ def caption_grad_sums(table: pd.DataFrame) -> str:
             f"total with {values:.0%} of the values"
         )
     return sentence + "."
+
+
+def draw_grad_training(table: pd.DataFrame) -> Figure:
+    """Paper Fig. 4 left: each trained tensor's squared gradients summed over training, by position."""
+    require(table, "grad_sums_training")
+    steps = ", ".join(f"{int(s)}" for s in dict.fromkeys(table["steps"]))
+    title = f"Squared gradients summed over training ({steps} steps)"
+    return draw_position_bars(table, "grad_sq_sum", "Σ squared gradient", title, log=True)
+
+
+def caption_grad_training(table: pd.DataFrame) -> str:
+    """One sentence: per group, the position whose gradients added up most, and its share of the group."""
+    checkpoints = list(dict.fromkeys(table["checkpoint"]))
+    first = table[table["checkpoint"] == checkpoints[0]]
+    parts = []
+    for group in dict.fromkeys(first.sort_values("order")["group"]):
+        values = first.loc[first["group"] == group, "grad_sq_sum"]
+        top = first.loc[values.idxmax()]
+        share = top["grad_sq_sum"] / values.sum() if values.sum() > 0 else float("nan")
+        parts.append(f"{group} most at {top['position']} ({top['grad_sq_sum']:.3g}, {share:.0%} of the group)")
+    run = f" ({checkpoints[0]})" if len(checkpoints) > 1 else ""
+    return (
+        f"Squared gradients of each trained tensor summed over all {int(first['steps'].iloc[0])} training steps"
+        f"{run}, as the released instrumentation summed them: " + "; ".join(parts) + "."
+    )
 
 
 def draw_grad_steps(steps: pd.DataFrame) -> Figure:

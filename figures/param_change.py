@@ -10,8 +10,9 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
+from figures.positions import draw_position_bars
 from figures.steps import draw_step_curves
-from figures.style import colours, new_figure, require, short_positions, styled
+from figures.style import require
 
 MEASURES = {
     "sq_change": "squared L2 change ||θ−θ₀||²",
@@ -25,39 +26,8 @@ AXIS = {"sq_change": "squared L2 change", "l2_change": "L2 change", "rel_change"
 def draw_param_change(table: pd.DataFrame, measure: str = "sq_change") -> Figure:
     """Bars of ``measure`` per position, one panel per layer group, one colour per checkpoint."""
     require(table, "param_change")
-    groups = list(dict.fromkeys(table.sort_values("order")["group"]))
-    checkpoints = list(dict.fromkeys(table["checkpoint"]))
-    palette = dict(zip(checkpoints, colours(len(checkpoints)), strict=True))
-    cols = min(3, max(1, len(groups)))
-    rows = math.ceil(len(groups) / cols)
-    with styled():
-        fig = new_figure(4.3 * cols, 3.2 * rows + 0.4)
-        axes = fig.subplots(rows, cols, squeeze=False)
-        width = 0.8 / len(checkpoints)
-        for ax, group in zip(axes.flat, groups, strict=False):
-            part = table[table["group"] == group]
-            positions = list(dict.fromkeys(part.sort_values("order")["position"]))
-            labels, xlabel = short_positions(positions)
-            for c, checkpoint in enumerate(checkpoints):
-                values = part[part["checkpoint"] == checkpoint].set_index("position")[measure]
-                xs = [i - 0.4 + width * (c + 0.5) for i in range(len(positions))]
-                ax.bar(
-                    xs,
-                    [values.get(p, math.nan) for p in positions],
-                    width=width,
-                    color=palette[checkpoint],
-                    label=checkpoint,
-                )
-            ax.set_xticks(range(len(positions)), labels, rotation=90 if len(positions) > 8 else 0)
-            ax.set_title(group)
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(AXIS[measure])
-            if len(checkpoints) > 1:
-                ax.legend()
-        for ax in list(axes.flat)[len(groups) :]:
-            ax.set_visible(False)
-        fig.suptitle(f"Per-layer change from the pretrained values: {MEASURES[measure]}")
-    return fig
+    title = f"Per-layer change from the pretrained values: {MEASURES[measure]}"
+    return draw_position_bars(table, measure, AXIS[measure], title)
 
 
 def _fmt(value: float) -> str:

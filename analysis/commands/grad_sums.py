@@ -1,10 +1,11 @@
-"""``clipfit-analyze grad-sums``: squared-gradient sums per tensor over N batches (paper Fig. 4 left).
+"""``clipfit-analyze grad-sums``: squared gradients per tensor, during training and at fixed values.
 
-For every candidate tensor theta, grad_sq_sum(theta) = sum_b sum_i (dL_b / dtheta_i)^2 over N batches
-b of the ClipFit loss L_b = CE(s * <f_img, f_txt>, y) + lambda * (1 - mean_c cos(t_c, t0_c)) (see
-:mod:`analysis.grad_sums`), on the run's own training batches (or val/test images), at the
-pretrained (``--state init``) or fine-tuned values. A run's ``layers.jsonl`` adds the per-step
-curves logged during training.
+From a run's ``layers.jsonl``: paper Fig. 4 left, each trained tensor's squared gradients summed over
+every training step (at the weights of that step), and the per-step curves. With data: the screening,
+grad_sq_sum(theta) = sum_b sum_i (dL_b / dtheta_i)^2 over N batches b of the ClipFit loss
+L_b = CE(s * <f_img, f_txt>, y) + lambda * (1 - mean_c cos(t_c, t0_c)) (see :mod:`analysis.grad_sums`),
+on the run's own training batches (or val/test images), at the pretrained (``--state init``) or
+fine-tuned values, for the recipe's tensors or every bias and LayerNorm (which would the loss push?).
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from analysis.commands.common import (
     trained_model,
 )
 from analysis.errors import AnalysisError
-from analysis.grad_sums import candidate_names, grad_sum_table, gradient_steps, measure_grad_sums
+from analysis.grad_sums import (
+    candidate_names,
+    grad_sum_table,
+    gradient_steps,
+    measure_grad_sums,
+    training_grad_sums,
+)
 from analysis.outputs import OutputDir
 from analysis.sources import Source, default_labels, load_source, parse_pretrained
 from clipfit.evaluate import cap_samples
@@ -38,7 +45,14 @@ from clipfit.models import build_model
 from clipfit.objective import Objective
 from clipfit.recipes import select
 from clipfit.rundir import LAYERS_FILE, read_jsonl
-from figures.grad_sums import caption_grad_steps, caption_grad_sums, draw_grad_steps, draw_grad_sums
+from figures.grad_sums import (
+    caption_grad_steps,
+    caption_grad_sums,
+    caption_grad_training,
+    draw_grad_steps,
+    draw_grad_sums,
+    draw_grad_training,
+)
 from figures.report import ReportFigure
 
 # where the gradients were taken, as the figure title says it
@@ -72,7 +86,7 @@ OPTIONS = GradSumsOptions
 
 
 def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
-    """Squared-gradient sums per tensor over N batches (Fig. 4 left), plus the run's per-step curves."""
+    """The screening over N batches, plus the run's training-time figures (Fig. 4 left, per-step curves)."""
     if opts.state not in ("init", "final"):
         raise AnalysisError(f"--state is init or final, got {opts.state!r}")
     if opts.split not in ("train", "val", "test"):
@@ -137,7 +151,7 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
             "grad_sums",
             table,
             lambda: draw_grad_sums(table, opts.top),
-            f"Squared-gradient sums per tensor {WHERE[state]} (paper Fig. 4 left)",
+            f"Squared-gradient screening {WHERE[state]}: which tensors the loss pushes",
             caption_grad_sums(table),
             [sig],
             summary,
@@ -147,8 +161,8 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
     if layers is not None:
         label = default_labels([source])[0] if source is not None else layers.parent.name
         steps = gradient_steps(read_jsonl(layers), label)
-        if not steps.empty:
-            figures.append(_grad_steps_figure(steps, out, [sig]))
+        numel = {label: {n: p.numel() for n, p in model.named_parameters()}}
+        figures += _training_figures(steps, numel, out, [sig])
     return figures
 
 
@@ -163,23 +177,31 @@ def _layers_file(given: str | None, source: Source | None) -> Path | None:
 
 
 def run_grad_steps(sources: list[Source], labels: list[str], common: Common) -> list[ReportFigure]:
-    """Only the per-step gradient curves of runs' layers.jsonl (the report's cheap part of grad-sums)."""
+    """Only the training-time figures of runs' layers.jsonl (Fig. 4 left and the per-step curves; the
+    report's cheap part of grad-sums)."""
     logs = [(s, label) for s, label in zip(sources, labels, strict=True) if s.layers_file is not None]
     if not logs:
         return []
     steps = pd.concat([gradient_steps(read_jsonl(s.layers_file), label) for s, label in logs], ignore_index=True)
+    numel = {label: {n: t.numel() for n, t in s.ckpt.final.items()} for s, label in logs}
+    out = OutputDir(common.out, common.argv, "grad-sums")
+    return _training_figures(steps, numel, out, [s.signature for s, _ in logs])
+
+
+def _training_figures(steps: pd.DataFrame, numel, out: OutputDir, signatures: list[str]) -> list[ReportFigure]:
+    """Paper Fig. 4 left (squared gradients summed over training) and the per-step curves of GRAD_STEPS rows."""
     if steps.empty:
         return []
-    out = OutputDir(common.out, common.argv, "grad-sums")
-    return [_grad_steps_figure(steps, out, [s.signature for s, _ in logs])]
-
-
-def _grad_steps_figure(steps: pd.DataFrame, out: OutputDir, signatures: list[str]) -> ReportFigure:
-    """The per-step squared-gradient curves of GRAD_STEPS rows, saved with their data and sidecar."""
+    table = training_grad_sums(steps, numel)
+    fig4 = write_figure(
+        out, "grad_sums_training", table, lambda: draw_grad_training(table),
+        "Squared-gradient sums per layer over training (paper Fig. 4 left)", caption_grad_training(table), signatures,
+    )  # fmt: skip
     title = "Squared gradients during training"
-    return write_figure(
+    curves = write_figure(
         out, "grad_sums_steps", steps, lambda: draw_grad_steps(steps), title, caption_grad_steps(steps), signatures
     )
+    return [fig4, curves]
 
 
 def execute(opts: GradSumsOptions, common: Common) -> None:

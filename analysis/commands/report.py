@@ -2,7 +2,7 @@
 
 The report reuses the other sub-commands unchanged: the results tables of the runs that finished,
 param-change of all runs (paper Fig. 3, or Fig. 4 right for runs with different λ), the per-step
-curves, and, on the first run, the data passes grad-sums (Fig. 4 left), tsne (Fig. 5) and
+curves, and, on the first run, the data passes grad-sums (the screening at the pretrained values), tsne (Fig. 5) and
 rep-change (linear CKA). Each writes into its own sub-folder; ``figures.report`` assembles
 ``index.html``, ``report.md`` and ``report.json``.
 """

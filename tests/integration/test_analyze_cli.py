@@ -94,8 +94,18 @@ def test_grad_sums_of_a_run_and_of_a_pretrained_model(tiny_run, tmp_path):
     assert main(["grad-sums", str(run_dir), "--all-candidates", "--batches", "2", "--out", str(out)]) == 0
     _figure_files(out, "grad_sums")
     _figure_files(out, "grad_sums_steps")
+    _figure_files(out, "grad_sums_training")
     assert _columns(out / "grad_sums.csv") == list(schemas.GRAD_SUMS)
     assert _columns(out / "grad_sums_steps.csv") == list(schemas.GRAD_STEPS)
+    assert _columns(out / "grad_sums_training.csv") == list(schemas.GRAD_TRAINING)
+    # Fig. 4 left is the training-time sum: each trained tensor's grad_sq_cum at the run's last logged step
+    training = pd.read_csv(out / "grad_sums_training.csv").set_index("name")
+    records = [json.loads(line) for line in (run_dir / "layers.jsonl").read_text().splitlines()]
+    last_step = max(r["step"] for r in records)
+    expected = {r["name"]: r["grad_sq_cum"] for r in records if r["step"] == last_step}
+    assert set(training.index) == set(expected) and (training["steps"] == last_step).all()
+    assert all(training.loc[n, "grad_sq_sum"] == pytest.approx(v, rel=1e-12) for n, v in expected.items())
+    assert (training["grad_sq_per_value"] * training["numel"]).to_numpy() == pytest.approx(training["grad_sq_sum"])
     table = pd.read_csv(out / "grad_sums.csv")
     assert table["in_recipe"].sum() == 14 and len(table) > 14 and (table["batches"] == 2).all()
     assert list(table["rank"]) == list(range(1, len(table) + 1)) and table["grad_sq_sum"].is_monotonic_decreasing
@@ -209,11 +219,14 @@ def test_report(tiny_run, tmp_path, capsys):
         "results_base2new_scatter",
         "param_change",
         "param_change_steps",
+        "grad_sums_training",
         "grad_sums_steps",
         "grad_sums",
         "tsne",
         "rep_change",
     ]
+    titles = {f["key"]: f["title"] for f in manifest["figures"]}
+    assert "paper Fig. 4 left" in titles["grad_sums_training"] and "Fig. 4" not in titles["grad_sums"]
     parser = _Figures()
     parser.feed((out / "index.html").read_text())
     parser.close()
