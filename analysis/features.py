@@ -22,7 +22,7 @@ from tqdm import tqdm
 from clipfit.data.base import ImageReader, Sample
 from clipfit.data.loaders import eval_loader
 from clipfit.models import PreprocessSpec
-from clipfit.towers import block_output_pool, encode_text
+from clipfit.towers import block_output_pool, encode_text, image_input_dtype
 from clipfit.towers import image_blocks as _image_blocks
 from clipfit.towers import text_blocks as _text_blocks
 
@@ -91,7 +91,8 @@ def image_states(
     try:
         with recording(image_blocks(model) if blocks else {}, pool) as states:
             for images, targets in tqdm(loader, desc=desc, disable=None, leave=False):
-                outputs.append(F.normalize((encode or model.encode_image)(images.to(device)).float(), dim=-1).cpu())
+                images = images.to(device, image_input_dtype(model))
+                outputs.append(F.normalize((encode or model.encode_image)(images).float(), dim=-1).cpu())
                 labels.append(targets)
     finally:
         model.train(was_training)

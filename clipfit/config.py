@@ -24,7 +24,8 @@ from clipfit.towers import GRAD_CHECKPOINTING
 logger = logging.getLogger(__name__)
 
 SETTINGS = ("base2new", "fewshot")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# auto, fp32, bf16/fp16 autocast, or half: the released code's numerics (clipfit.models.to_half)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "half")
 
 # ---------------------------------------------------------------------------- paper presets
 # The per-dataset epochs and few-shot lambda are in each dataset's record (clipfit.data.catalog);

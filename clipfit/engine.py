@@ -245,7 +245,8 @@ class Trainer:
         else:
             parts.loss.backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        grad_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2)
+        # (half precision mixes fp16 and fp32 tensors: the norms are stacked in fp64, exact for both)
+        grad_sq = torch.stack([norm.double() for norm in torch._foreach_norm(grads)]).pow(2)
         if scaler is not None:
             # fp16: a step whose gradients overflowed is skipped by the scaler; it moved nothing, so it
             # adds nothing to the squared-gradient sums (inf/NaN would poison them for the whole run)

@@ -25,6 +25,7 @@ from clipfit.heads import ClipHead
 from clipfit.metrics import summarise
 from clipfit.models import ModelBundle, PreprocessSpec
 from clipfit.runtime import DistEnv, all_reduce_sum, autocast
+from clipfit.towers import image_input_dtype
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,11 @@ def image_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised fp32 image features and labels of every batch of ``loader``."""
     encode = encode or model.encode_image
+    dtype = image_input_dtype(model)
     feats, labels = [], []
     for images, targets in tqdm(loader, desc=desc, disable=None, leave=False):
         with autocast(device, precision):
-            out = encode(images.to(device, non_blocking=True))
+            out = encode(images.to(device, dtype, non_blocking=True))
         feats.append(F.normalize(out.float(), dim=-1))
         labels.append(targets.to(device))
     if not feats:

@@ -171,6 +171,18 @@ def _check_architecture(name: str) -> None:
         )
 
 
+def to_half(model: nn.Module) -> nn.Module:
+    """The released code's numerics (CoOp's "fp16" precision, OpenAI's ``convert_weights``): linear,
+    convolution and attention weights and biases and both projections in fp16, LayerNorms in fp32.
+
+    The trained text FFN biases are then fp16 tensors updated by SGD in fp16 without loss scaling, as
+    in the released ClipFit code: its parameter-change magnitudes come out as the paper's. Images
+    must go in as fp16 (:func:`clipfit.towers.image_input_dtype`).
+    """
+    open_clip.model.convert_weights_to_lp(model, torch.float16)
+    return model
+
+
 def activation_of(model: nn.Module) -> str:
     """The transformer MLP activation the model was built with: ``quickgelu``, ``gelu`` or the module's name."""
     kinds = {type(m) for m in model.modules() if isinstance(m, (QuickGELU, nn.GELU, nn.ReLU, nn.SiLU))}

@@ -31,7 +31,7 @@ from clipfit.heads import ClipHead
 from clipfit.layers import describe
 from clipfit.prompts import class_tokens
 from clipfit.runtime import DistEnv, all_reduce_sum, autocast
-from clipfit.towers import train_mode
+from clipfit.towers import image_input_dtype, train_mode
 
 # Towers (clipfit.layers) whose tensors change the class text features, and the image features.
 _TEXT_TOWERS = {"text", "prompt"}
@@ -127,6 +127,7 @@ class Objective(nn.Module):
         self.reg_weight = reg_weight  # lambda (0: no regulariser)
         self.image_trainable = image_trainable  # False: image features need no graph
         self.fixed_text = fixed_text  # class features when nothing trained changes them (computed once)
+        self.image_dtype = image_input_dtype(model)  # fp32, or fp16 in the released code's half precision
 
     @classmethod
     def build(
@@ -166,6 +167,7 @@ class Objective(nn.Module):
         return cls(model, head, inputs, t0, reg_weight, image_trained, fixed_text)
 
     def forward(self, images: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.image_dtype)
         with torch.set_grad_enabled(self.image_trainable and torch.is_grad_enabled()):
             image = F.normalize(self.head.encode_images(self.model, images), dim=-1)
         if self.fixed_text is not None:

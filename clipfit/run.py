@@ -19,7 +19,7 @@ from clipfit.console import format_metrics
 from clipfit.data.prepare import RunData, prepare_data
 from clipfit.evaluate import zero_shot_metrics
 from clipfit.methods import RunContext, method_of
-from clipfit.models import ModelBundle, build_model
+from clipfit.models import ModelBundle, build_model, to_half
 from clipfit.provenance import signature, versions
 from clipfit.recipes import Recipe, apply_recipe, count_parameters, describe_selection, get_recipe, summary_line
 from clipfit.reference import self_check
@@ -37,7 +37,9 @@ from clipfit.runtime import (
 logger = logging.getLogger(__name__)
 
 
-def build_run_model(cfg: RunConfig, recipe: Recipe, data: RunData | None, device) -> tuple[ModelBundle, list[str]]:
+def build_run_model(
+    cfg: RunConfig, recipe: Recipe, data: RunData | None, device, precision: str = "fp32"
+) -> tuple[ModelBundle, list[str]]:
     """The run's model with the recipe's head attached and its tensors selected (the rest frozen).
 
     Random initialisation (``--pretrained none``, random heads) is a function of the seed, so a
@@ -48,6 +50,8 @@ def build_run_model(cfg: RunConfig, recipe: Recipe, data: RunData | None, device
     with seeded_init(cfg.seed, device):
         bundle = build_model(cfg.model.name, cfg.model.pretrained, device, cfg.model.quick_gelu)
         head.attach(bundle.model, bundle.tokenizer, classnames)
+    if precision == "half":
+        to_half(bundle.model)
     bundle.head = head
     return bundle, apply_recipe(bundle.model, recipe)
 
@@ -86,7 +90,7 @@ def train_run(
     recipe = get_recipe(cfg.recipe)
     with main_process_first(env):  # the main process writes few-shot draws and random splits, the others read them
         data = prepare_data(cfg) if (resolve_data or not dry_run) else None
-    bundle, trained = build_run_model(cfg, recipe, data, device)
+    bundle, trained = build_run_model(cfg, recipe, data, device, precision)
     broadcast_module(bundle.model, env)  # random init and random heads: every process starts from rank 0's model
     trainable, total = count_parameters(bundle.model)
     line = summary_line(trainable, total)
@@ -111,6 +115,7 @@ def train_run(
         "model": bundle.name,
         "pretrained": bundle.pretrained,
         "activation": bundle.activation,
+        "precision": precision,
         "recipe": cfg.recipe,
         "kind": recipe.method,
         "head": bundle.head.describe(),

@@ -1,7 +1,9 @@
 """Where and how a run computes: device, autocast precision, and torch.distributed helpers.
 
 On CUDA, ``auto`` precision is bf16 autocast; ``fp16`` adds a gradient scaler. Trained tensors
-always stay fp32 (autocast casts copies for the matmuls). On CPU everything is fp32 unless a
+stay fp32 (autocast casts copies for the matmuls), except in ``half``, which reproduces the released
+code's numerics (:func:`clipfit.models.to_half`: CLIP's linear, convolution and attention weights and
+biases in fp16, LayerNorms fp32, SGD on the fp16 tensors, no loss scaling). On CPU everything is fp32 unless a
 precision is asked for explicitly (useful for testing the autocast path).
 
 Distributed runs are launched by torchrun, which sets RANK/WORLD_SIZE/LOCAL_RANK; clipfit
@@ -51,8 +53,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str):
-    """The autocast context of a precision (a no-op for fp32)."""
-    if precision == "fp32":
+    """The autocast context of a precision (a no-op for fp32, and for ``half``, whose weights are fp16 already)."""
+    if precision in ("fp32", "half"):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -196,6 +196,13 @@ def image_feature_dim(model: nn.Module) -> int:
     return int(image_tower(model).output_dim)
 
 
+def image_input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype images must have for the image tower (fp16 for a model in the released code's half precision)."""
+    layer = next((m for m in image_tower(model).modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    dtype = layer.weight.dtype if layer is not None else torch.float32
+    return dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
+
+
 def image_blocks(model: nn.Module) -> list[nn.Module]:
     """The residual blocks of a transformer image tower, in order."""
     visual = image_tower(model)

@@ -14,7 +14,7 @@ import torch
 
 from clipfit.checkpoint import Checkpoint, apply_checkpoint
 from clipfit.heads import ClipHead
-from clipfit.models import ModelBundle, build_model
+from clipfit.models import ModelBundle, build_model, to_half
 from clipfit.recipes import apply_recipe, get_recipe
 from clipfit.runtime import seeded_init
 
@@ -42,6 +42,8 @@ def build_trained_model(
         quick_gelu = {"quickgelu": True, "gelu": False}.get(meta.get("activation"))  # as the run was built
         bundle = build_model(model or meta["model"], pretrained or meta["pretrained"], device, quick_gelu)
         head.attach(bundle.model, bundle.tokenizer, meta.get("classnames"))
+    if meta.get("precision") == "half":  # the released code's numerics, as the run trained
+        to_half(bundle.model)
     bundle.head = head
     apply_recipe(bundle.model, meta.get("recipe") or "clipfit")
     apply_checkpoint(bundle.model, ckpt, which, model_name=bundle.name)

@@ -137,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its stored settings")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run directory's files")
     r.add_argument("--dry-run", action="store_true", help="build the model (and resolve the data), print, and stop")
-    r.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    r.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto: bf16 autocast on CUDA, fp32 on CPU; fp16 autocast adds a gradient scaler; half: the released "
+        "code's numerics (CLIP's linear weights and the trained text biases in fp16, no loss scaling)",
+    )
     r.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     r.add_argument("--log-every", type=int, help="steps between metrics/layers records (default 10)")
     r.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default 256)")
