@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 def test_half_precision_trains_fp16_text_biases_and_reevaluates_to_the_same_numbers(train_tiny, tmp_path, capsys):
     half_dir, half = train_tiny(tmp_path / "half", precision="half")
     fp32_dir, fp32 = train_tiny(tmp_path / "fp32", precision="fp32")
+    assert fp32["precision"] == "fp32"
     assert half["precision"] == "half"
     ckpt = load_checkpoint(half_dir)
     text = [n for n in ckpt.final if n.endswith("mlp.c_proj.bias")]
