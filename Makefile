@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch 2.14.1 / torchvision 0.29.1 are the tested pair (a CUDA build that also runs on CPU).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-fast setup lint docs compare shapes-model clean
+.PHONY: demo test test-fast setup lint docs compare paper shapes-model clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,19 @@ compare: $(STAMP)
 		--recipes $(COMPARE_RECIPES) --precision fp32 --out runs/compare -q
 	HF_HUB_OFFLINE=1 $(BIN)/clipfit-analyze results runs/compare --out reports/compare --readme README.md \
 		--readme-figures docs/figures
+
+# The paper's base-to-new table: ClipFit on the 11 benchmarks x seeds 1-3 with CLIP ViT-B/16 (OpenAI weights),
+# then the tables against the published numbers (with each dataset's zero-shot self-check) and a report.
+# Refuses to start, listing what is missing, unless every dataset and the weights are there (clipfit-data check).
+#   make paper DATA_ROOT=~/data [OUT=runs/paper] [TRAIN_FLAGS="--device cuda"]
+OUT ?= runs/paper
+paper: $(STAMP)
+	@test -n "$(DATA_ROOT)" || { echo "usage: make paper DATA_ROOT=/path/to/data [OUT=runs/paper] [TRAIN_FLAGS=...]" >&2; exit 2; }
+	$(BIN)/clipfit-data check --data-root $(DATA_ROOT)
+	$(BIN)/clipfit-train --datasets all --data-root $(DATA_ROOT) --setting base2new --seeds 1 2 3 --preset paper \
+		--recipe clipfit --out $(OUT) -q $(TRAIN_FLAGS)
+	$(BIN)/clipfit-analyze results $(OUT) --published --out $(OUT)/tables
+	$(BIN)/clipfit-analyze report $(OUT)/*/base2new/clipfit/shots16/seed1 --published --out $(OUT)/report
 
 # Regenerate the shapes-world model shipped in clipfit/assets (deterministic for a seed; 11-15 min on 2 cores).
 shapes-model: $(STAMP)

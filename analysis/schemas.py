@@ -102,6 +102,17 @@ EVAL = (
     "source",
 )
 
+# the zero-shot self-check of runs whose model has published numbers: one row per dataset, setting and metric;
+# measured = mean over the runs of the zero-shot under the published protocol.
+SELF_CHECK = (
+    "model", "pretrained", "dataset", "setting", "metric", "published", "measured", "difference", "within_tolerance",
+)  # fmt: skip
+# the measured 11-dataset averages against the paper's (base-to-new), and ClipFit's gain over zero-shot.
+PAPER_COMPARISON = (
+    "method", "published_method", "datasets", "base", "new", "hm", "published_base", "published_new", "published_hm",
+    "hm_difference",
+)  # fmt: skip
+
 ALL = {
     "param_change": PARAM_CHANGE,
     "param_change_steps": PARAM_STEPS,
@@ -115,6 +126,8 @@ ALL = {
     "results_base2new": BASE2NEW,
     "results_fewshot": FEWSHOT,
     "results_eval": EVAL,
+    "results_self_check": SELF_CHECK,
+    "results_paper": PAPER_COMPARISON,
 }
 
 

@@ -171,6 +171,32 @@ def _check_architecture(name: str) -> None:
         )
 
 
+def locate_weights(name: str, pretrained: str | None) -> str:
+    """Where the weights of (architecture, pretrained source) are, fetching them if a tag's are not cached yet;
+    a ModelLoadError (with the fix) when they cannot be had. Builds no model (a cheap check before a sweep)."""
+    register_architectures()
+    pretrained = normalise_pretrained(pretrained)
+    if pretrained == "none":
+        return "random init"
+    if pretrained.startswith("hf-hub:"):
+        from huggingface_hub import hf_hub_download
+
+        repo = pretrained[len("hf-hub:") :]
+        try:
+            return str(Path(hf_hub_download(repo, "open_clip_config.json")).parent)
+        except Exception as exc:
+            raise ModelLoadError(f"could not find '{pretrained}' on the Hugging Face hub or its cache: {exc}") from exc
+    _check_architecture(name)
+    clipfit_file = CLIPFIT_PRETRAINED.get((name, pretrained))
+    if clipfit_file is not None:
+        return str(clipfit_file)
+    if os.path.isfile(os.path.expanduser(pretrained)):
+        return os.path.expanduser(pretrained)
+    if pretrained not in open_clip.list_pretrained_tags_by_model(name):
+        raise ModelLoadError(_unknown_pretrained_message(name, pretrained))
+    return str(_tag_file(name, pretrained))
+
+
 def to_half(model: nn.Module) -> nn.Module:
     """The released code's numerics (CoOp's "fp16" precision, OpenAI's ``convert_weights``): linear,
     convolution and attention weights and biases and both projections in fp16, LayerNorms in fp32.
@@ -239,8 +265,8 @@ def _refuse_mismatch_warnings(caught: list[warnings.WarningMessage], name: str) 
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def _from_open_clip_tag(name: str, tag: str, quick_gelu: bool | None) -> nn.Module:
-    """Fetch (or find in the Hugging Face cache) the tag's weights, then load them as a local file would be."""
+def _tag_file(name: str, tag: str) -> Path:
+    """The tag's weights file, fetched by open_clip into the Hugging Face cache (or found there)."""
     cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     try:
         path = Path(open_clip.pretrained.download_pretrained(cfg))
@@ -260,6 +286,13 @@ def _from_open_clip_tag(name: str, tag: str, quick_gelu: bool | None) -> nn.Modu
         ) from exc
     if not str(path) or not path.is_file():
         raise ModelLoadError(f"open_clip found no weights file for tag '{tag}' of {name} (its config: {cfg})")
+    return path
+
+
+def _from_open_clip_tag(name: str, tag: str, quick_gelu: bool | None) -> nn.Module:
+    """The tag's weights (:func:`_tag_file`), loaded as a local file would be, with the tag's activation."""
+    path = _tag_file(name, tag)
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     trained_with = bool(cfg.get("quick_gelu", False))
     model = _from_local_file(name, path, quick_gelu, f"open_clip tag '{tag}'", trained_with)
     # the tag's own preprocessing (mean, std, interpolation, resize mode), as open_clip applies it

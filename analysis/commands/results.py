@@ -20,6 +20,7 @@ from analysis.commands.bundle import announce, write_figure
 from analysis.commands.common import Common, signature
 from analysis.errors import AnalysisError
 from analysis.outputs import OutputDir
+from analysis.paper import paper_table, self_check_table
 from analysis.results import base2new_table, eval_table, fewshot_table, provenance, read_runs, summary
 from analysis.results_text import cells, to_latex, to_markdown
 from figures.report import ReportFigure, ReportTable
@@ -124,6 +125,20 @@ def results_from_runs(runs: pd.DataFrame, published: bool, common: Common, signa
             )
     if not tables:
         raise AnalysisError("the results found hold no base-to-new, few-shot or transfer numbers")
+    comparisons = [("self_check", self_check_table(runs), "Zero-shot self-check against published numbers")]
+    if published:
+        comparisons.append(("paper", paper_table(kinds["base2new"][0]), "Against the paper's averages"))
+    for kind, table, title in comparisons:
+        if table.empty:
+            continue
+        stem = f"results_{kind}"
+        csv = out.table(table, stem)
+        markdown.append(to_markdown(kind, table))
+        md = out.text(markdown[-1], f"{stem}.md")
+        tex = out.text(to_latex(kind, table), f"{stem}.tex")
+        side = out.sidecar(stem, signatures, [csv, md, tex, runs_csv])
+        headers, rows, notes = cells(kind, table)
+        tables.append(ReportTable(stem, title, headers, rows, notes, [csv, md, tex, side]))
     return ResultsOutput(figures, tables, runs, markdown)
 
 

@@ -333,3 +333,35 @@ def test_against_published_numbers_zero_shot_is_measured_as_they_were(tmp_path):
     row = dtd.loc["zero-shot CLIP (published)"]
     assert (row["base_mean"], row["new_mean"], row["hm"]) == (53.24, 59.90, 56.37) and row["source"]
     assert dtd.loc["clipfit", "base_mean"] == 70.0  # the fine-tuned numbers do not depend on the protocol
+
+
+def test_self_check_and_paper_tables(tmp_path):
+    from analysis.paper import paper_table, self_check_table
+
+    # two datasets, two seeds: zero-shot (published protocol) 53.74/60.40 on DTD against 53.24/59.90 published,
+    # 56.48/64.05 on EuroSAT exactly as published; ClipFit 80/70 and 90/74
+    published = {"dtd": (53.24, 59.90, 56.37), "eurosat": (56.48, 64.05, 60.03)}
+    measured = {"dtd": (53.74, 60.40), "eurosat": (56.48, 64.05)}
+    tuned = {"dtd": (80.0, 70.0), "eurosat": (90.0, 74.0)}
+    for dataset in published:
+        for seed in (1, 2):
+            b, n, h = published[dataset]
+            _write_result(
+                tmp_path, f"{dataset}/{seed}", dataset=dataset, setting="base2new", shots=16, seed=seed,
+                reg_weight=8.0, metrics=_b2n(*tuned[dataset]), zero_shot=_b2n(*measured[dataset]),
+                self_check={"published": {"base_acc": b, "new_acc": n, "hm": h}},
+            )  # fmt: skip
+    runs = read_runs(tmp_path)
+    check = self_check_table(runs).set_index(["dataset", "metric"])
+    assert check.loc[("dtd", "base_acc"), "difference"] == pytest.approx(0.5)
+    assert check.loc[("eurosat", "new_acc"), "difference"] == pytest.approx(0.0)
+    assert check["within_tolerance"].all() and len(check) == 6
+    paper = paper_table(base2new_table(runs, published=True)).set_index("method")
+    # measured averages over the 2 datasets: zero-shot Base (53.74 + 56.48) / 2 = 55.11, New 62.225;
+    # ClipFit Base 85, New 72, HM 2*85*72/157 = 77.9618; the paper: zero-shot 71.70, CLIPFit 78.97
+    assert paper.loc["zero-shot", "base"] == pytest.approx(55.11) and paper.loc["zero-shot", "datasets"] == 2
+    assert paper.loc["clipfit", "hm"] == pytest.approx(2 * 85 * 72 / 157)
+    assert paper.loc["clipfit", "hm_difference"] == pytest.approx(2 * 85 * 72 / 157 - 78.97)
+    zs_hm = 2 * 55.11 * 62.225 / (55.11 + 62.225)
+    gain = paper.loc["clipfit − zero-shot"]
+    assert gain["hm"] == pytest.approx(2 * 85 * 72 / 157 - zs_hm) and gain["published_hm"] == pytest.approx(7.27)
