@@ -39,7 +39,8 @@ docs: $(STAMP)
 
 # The recipe comparison of README "Results": every recipe, base-to-new on the shapes world, 16 shots,
 # seeds 1-3 in fp32 (about 2 hours on 2 cores), then the aggregated table and figures written into README.md.
-COMPARE_RECIPES := clipfit clipfit-text clipfit-image clipfit-fc bitfit ln-tuning full coop clip-adapter linear-probe
+COMPARE_RECIPES := clipfit clipfit-text clipfit-image clipfit-fc bitfit ln-tuning full coop cocoop kgcoop maple \
+	clip-adapter linear-probe
 compare: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/clipfit-train --dataset shapes --setting base2new --shots 16 --seeds 1 2 3 \
 		--recipes $(COMPARE_RECIPES) --precision fp32 --out runs/compare -q

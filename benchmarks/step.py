@@ -75,7 +75,7 @@ from clipfit.engine import Trainer, TrainSettings, TrainTask
 from clipfit.evaluate import subset_accuracy
 from clipfit.models import build_model
 from clipfit.prompts import make_prompts
-from clipfit.recipes import apply_recipe
+from clipfit.recipes import apply_recipe, get_recipe
 from clipfit.runtime import autocast, resolve_device, resolve_precision
 from clipfit.towers import train_mode
 
@@ -213,10 +213,13 @@ class ReleasedStep:
 
 
 def _trainer(bundle, model: nn.Module, recipe: str, classnames, optim: OptimConfig, device, precision, **options):
+    head = get_recipe(recipe).make_head()  # CoOp's and CoCoOp's context ("a photo of a" for CoCoOp)
+    head.attach(model, bundle.tokenizer, classnames)
+    model.to(device)
     trained = apply_recipe(model, recipe)
     task = TrainTask([], classnames, TEMPLATE, reader=None, crop_scale=(0.08, 1.0))
     settings = TrainSettings(optim, seed=1, device=device, precision=precision, **options)
-    trainer = Trainer(replace(bundle, model=model), trained, task, settings)
+    trainer = Trainer(replace(bundle, model=model, head=head), trained, task, settings)
     state = trainer.prepare()
     train_mode(model)
     return trainer, state
@@ -228,7 +231,7 @@ def _trainer_held(model: nn.Module, state) -> list[torch.Tensor]:
     return model_tensors(model) + extra + optimizer_tensors(state.optimizer)
 
 
-VARIANTS = ("clipfit", "reference", "full", "forward")
+VARIANTS = ("clipfit", "reference", "full", "forward", "coop", "cocoop")
 
 
 def build_variants(args, bundle, device, precision, images, labels) -> tuple[list[Variant], dict]:
@@ -262,6 +265,22 @@ def build_variants(args, bundle, device, precision, images, labels) -> tuple[lis
                 "full fine-tuning",
                 lambda: full_trainer.train_step(full_state, images, labels),
                 lambda: _trainer_held(full_model, full_state),
+            )
+        )
+
+    # prompt learners: CoOp's context (one text pass over the classes per step) against CoCoOp's (a text pass
+    # over every class for every image of the batch: B x C sequences in one batched forward)
+    for name in ("coop", "cocoop"):
+        if name not in wanted:
+            continue
+        prompt_model = copy.deepcopy(base)
+        prompt_optim = OptimConfig(lr=0.002, epochs=1, batch_size=args.batch_size, warmup_epochs=0, reg_weight=0.0)
+        t, s = _trainer(bundle, prompt_model, name, classnames, prompt_optim, device, precision)
+        variants.append(
+            Variant(
+                name,
+                lambda t=t, s=s: t.train_step(s, images, labels),
+                lambda m=prompt_model, s=s: _trainer_held(m, s),
             )
         )
 

@@ -33,6 +33,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "half")
 PAPER_BASE2NEW_REG_WEIGHT = 8.0
 
 PAPER_LR = 0.002
+PAPER_BATCH_SIZE = 32
 
 
 @dataclass
@@ -59,10 +60,10 @@ class OptimConfig:
     lr: float | None = None  # peak SGD learning rate; None: 0.002 (the recipe's own value for full fine-tuning)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # applied to every trained tensor
-    epochs: int | None = None  # None: 10 for ImageNet/Food101, 100 otherwise
+    epochs: int | None = None  # None: the recipe's published value, else the paper's (10 for ImageNet/Food101, 100)
     warmup_epochs: int = 1  # epochs at the constant warm-up learning rate
     warmup_lr: float = 1e-5  # constant learning rate during warm-up
-    batch_size: int = 32  # images per optimisation step (global, over all processes)
+    batch_size: int | None = None  # images per step over all processes; None: the recipe's published value, else 32
     reg_weight: float | None = None  # lambda of the text regulariser; None: the paper's value for the setting
 
 
@@ -136,9 +137,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
             cfg.model.pretrained = default_pretrained
     if cfg.model.pretrained is None:
         cfg.model.pretrained = DEFAULT_MODEL[1] if cfg.model.name != default_name else default_pretrained
-    if cfg.optim.epochs is None:
-        cfg.optim.epochs = paper_epochs(cfg.data.dataset)
     recipe = get_recipe(cfg.recipe)
+    if cfg.optim.epochs is None:
+        cfg.optim.epochs = recipe.defaults.get("epochs") or paper_epochs(cfg.data.dataset)
+    if cfg.optim.batch_size is None:
+        cfg.optim.batch_size = recipe.defaults.get("batch_size", PAPER_BATCH_SIZE)
     if cfg.optim.lr is None:
         cfg.optim.lr = recipe.defaults.get("lr", PAPER_LR)
     asked = cfg.optim.reg_weight

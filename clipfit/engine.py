@@ -153,7 +153,7 @@ class Trainer:
         self.head = bundle.head or ClipHead()
         self.run_dir = run_dir if run_dir is not None and env.is_main else None
         self.checkpoint_meta = dict(checkpoint_meta or {})
-        unresolved = [k for k in ("lr", "epochs", "reg_weight") if getattr(self.optim, k) is None]
+        unresolved = [k for k in ("lr", "epochs", "reg_weight", "batch_size") if getattr(self.optim, k) is None]
         if unresolved:
             raise ConfigError(f"optimiser settings {unresolved} are unset: resolve the config (clipfit.config.resolve)")
         params = dict(self.model.named_parameters())

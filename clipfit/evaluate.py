@@ -85,6 +85,29 @@ def correct_count(features: torch.Tensor, labels: torch.Tensor, class_features: 
     return int((features @ class_features.T).argmax(dim=1).eq(labels).sum())
 
 
+def _per_image_correct(
+    model: nn.Module,
+    head: ClipHead,
+    inputs: torch.Tensor,
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    precision: str,
+    sequences: int = 8192,
+) -> int:
+    """Correct predictions of a head whose class features depend on the image (CoCoOp), a chunk of images
+    at a time so that one text pass holds at most ``sequences`` prompts."""
+    chunk = max(1, sequences // max(1, len(inputs)))
+    correct = 0
+    for start in range(0, len(feats), chunk):
+        batch = feats[start : start + chunk]
+        with autocast(device, precision):
+            text = F.normalize(head.encode_classes_per_image(model, inputs, batch).float(), dim=-1)
+        predicted = torch.einsum("bd,bcd->bc", batch, text).argmax(dim=1)
+        correct += int(predicted.eq(labels[start : start + chunk]).sum())
+    return correct
+
+
 @torch.no_grad()
 def subset_accuracy(
     model: nn.Module,
@@ -112,12 +135,16 @@ def subset_accuracy(
     model.eval()
     samples = subset.relabel(test)
     inputs = head.class_inputs(tokenizer, model, template, subset.classnames).to(device)
-    with autocast(device, precision):
-        class_features = F.normalize(head.encode_classes(model, inputs).float(), dim=-1)
     loader = eval_loader(samples, reader, spec, batch_size, num_workers, env.rank, env.world_size)
     encode = lambda images: head.encode_images(model, images)  # noqa: E731
     feats, labels = image_features(model, loader, device, precision, f"eval {subset.name}", encode)
-    counts = torch.tensor([correct_count(feats, labels, class_features.float()), len(labels)], device=device)
+    if head.per_image:
+        correct = _per_image_correct(model, head, inputs, feats, labels, device, precision)
+    else:
+        with autocast(device, precision):
+            class_features = F.normalize(head.encode_classes(model, inputs).float(), dim=-1)
+        correct = correct_count(feats, labels, class_features.float())
+    counts = torch.tensor([correct, len(labels)], device=device)
     all_reduce_sum(counts)
     model.train(was_training)
     if counts[1].item() == 0:  # an accuracy of nothing is not 0%: it would enter HM and tables as a result

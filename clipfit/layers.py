@@ -33,7 +33,10 @@ _RULES: tuple[tuple[str, int, re.Pattern[str]], ...] = tuple(
         ("text", 2, r"^(?:text\.)?(?P<module>ln_final|text_projection)(\.(?P<kind>[^.]+))?$"),
         ("text", 1, r"^text\.(?P<module>.+)\.(?P<kind>[^.]+)$"),  # other text towers (Hugging Face)
         ("shared", 2, r"^(?P<module>logit_scale|logit_bias)$"),
+        # MaPLe's per-block prompts and coupling functions: the block they reach is in the name
+        ("prompt", 1, r"^prompt\.(?P<module>deep_text|deep_proj)\.(?P<block>\d+)(\.(?P<kind>[^.]+))?$"),
         ("prompt", 0, r"^prompt\.(?P<module>[^.]+)$"),
+        ("prompt", 0, r"^prompt\.(?P<module>.+)\.(?P<kind>[^.]+)$"),  # CoCoOp's meta-net, MaPLe's proj
         ("adapter", 2, r"^adapter\.(?P<module>.+)\.(?P<kind>[^.]+)$"),
         ("probe", 2, r"^(?P<module>probe)\.(?P<kind>[^.]+)$"),
     )

@@ -47,8 +47,16 @@ class LossParts:
 
 
 def text_regulariser(text_features: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
-    """``1 - mean_c cos(t_c, t0_c)`` in fp32."""
+    """``1 - mean_c cos(t_c, t0_c)`` in fp32 (over images too when the class features are per image, (B, C, D))."""
     return 1.0 - F.cosine_similarity(text_features.float(), t0.float(), dim=-1).mean()
+
+
+def class_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """``s <f_img, t_c>`` in fp32: (B, C) from (B, D) image and (C, D) or per-image (B, C, D) class features."""
+    scale = logit_scale.exp().float()
+    if text_features.ndim == 3:
+        return scale * torch.einsum("bd,bcd->bc", image_features.float(), text_features.float())
+    return scale * image_features.float() @ text_features.float().T
 
 
 def clipfit_loss(
@@ -64,7 +72,8 @@ def clipfit_loss(
 
     Args:
         image_features: (B, D) L2-normalised image features.
-        text_features: (C, D) L2-normalised features of every class of the label space.
+        text_features: (C, D) L2-normalised features of every class of the label space, or (B, C, D) when
+            they depend on the image (CoCoOp).
         labels: (B,) class indices.
         logit_scale: the model's (frozen) log temperature.
         t0: (C, D) pretrained text features; may be None when ``reg_weight`` is 0.
@@ -73,7 +82,7 @@ def clipfit_loss(
             passes each process's share of the global batch, so that the averaged gradient equals
             a single process's.
     """
-    logits = logit_scale.exp().float() * image_features.float() @ text_features.float().T
+    logits = class_logits(image_features, text_features, logit_scale)
     if ce_normaliser is None:
         ce = F.cross_entropy(logits, labels)
     else:
@@ -151,7 +160,7 @@ class Objective(nn.Module):
         inputs = head.class_inputs(tokenizer, model, template, classnames).to(device)
         trained_towers = {describe(n).tower for n in trained}
         text_trained = bool(trained_towers & _TEXT_TOWERS)
-        image_trained = bool(trained_towers & _IMAGE_TOWERS)
+        image_trained = bool(trained_towers & _IMAGE_TOWERS) or (head.prompts_image and "prompt" in trained_towers)
         t0 = None
         if reg_weight > 0:
             if not text_trained:
@@ -172,6 +181,8 @@ class Objective(nn.Module):
             image = F.normalize(self.head.encode_images(self.model, images), dim=-1)
         if self.fixed_text is not None:
             return image, self.fixed_text
+        if self.head.per_image:  # (B, C, D): every class's feature for every image, one batched text pass
+            return image, F.normalize(self.head.encode_classes_per_image(self.model, inputs, image), dim=-1)
         return image, F.normalize(self.head.encode_classes(self.model, inputs), dim=-1)
 
     def loss(

@@ -25,7 +25,19 @@ from torch import nn
 
 from clipfit import towers
 from clipfit.errors import ClipfitError
-from clipfit.heads import Adapter, AdapterHead, ClipHead, CoOpHead, LinearProbe, ProbeHead, PromptContext
+from clipfit.heads import (
+    Adapter,
+    AdapterHead,
+    ClipHead,
+    CoCoOpHead,
+    CoCoOpPrompts,
+    CoOpHead,
+    LinearProbe,
+    MaPLeHead,
+    MaPLePrompts,
+    ProbeHead,
+    PromptContext,
+)
 
 
 class RecipeError(ClipfitError, ValueError):
@@ -55,6 +67,7 @@ class Recipe:
     head: type[ClipHead] = ClipHead  # how features are computed (clipfit.heads)
     method: str = "finetune"  # how it trains: finetune (SGD), zero-shot (no training), linear-probe (scikit-learn)
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # OptimConfig values
+    head_defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # head options
 
     @property
     def changes_text(self) -> bool:
@@ -62,8 +75,10 @@ class Recipe:
         return any(rule.tower in TEXT_SIDE for rule in self.rules)
 
     def make_head(self, options: Mapping[str, Any] | None = None) -> ClipHead:
-        """The recipe's head with the run's option values (its defaults for the rest)."""
-        return self.head.from_options(options)
+        """The recipe's head with the run's option values (the recipe's, then the head's defaults for the rest)."""
+        return self.head.from_options(
+            {**self.head_defaults, **{k: v for k, v in (options or {}).items() if v is not None}}
+        )
 
 
 def _of_type(kind: type[nn.Module], what: str) -> Callable[[nn.Module], list[str]]:
@@ -122,6 +137,34 @@ RECIPES: dict[str, Recipe] = {
             (Rule("adapter", "the adapter's layers", _of_type(Adapter, "image adapter (CLIP-Adapter)")),),
             head=AdapterHead,
             defaults=_NO_REGULARISER,
+        ),
+        Recipe(
+            "cocoop",
+            "CoCoOp: CoOp's context plus a meta-network that shifts it per image",
+            (Rule("prompt", "the context vectors and the meta-network", _of_type(CoCoOpPrompts, "CoCoOp prompts")),),
+            head=CoCoOpHead,
+            # the published settings (vit_b16_c4_ep10_batch1_ctxv1); the original trains in fp16
+            defaults=MappingProxyType({"reg_weight": 0.0, "lr": 0.002, "epochs": 10, "batch_size": 1}),
+            head_defaults=MappingProxyType({"coop_init": "a photo of a"}),
+        ),
+        Recipe(
+            "kgcoop",
+            "KgCoOp: CoOp with its class text features held near the hand-crafted prompt's",
+            (Rule("prompt", "the context vectors", _of_type(PromptContext, "prompt context (CoOp)")),),
+            head=CoOpHead,
+            # the published settings (vit_b16_ep100_ctxv1, W = 8); the released code's term is 1 - mean cos
+            # to the hand-crafted prompt's features, ClipFit's regulariser (the paper writes ||w - w_clip||^2,
+            # which is 2 (1 - cos) for normalised features)
+            defaults=MappingProxyType({"reg_weight": 8.0, "lr": 0.002, "batch_size": 128}),
+            head_defaults=MappingProxyType({"coop_init": "a photo of a"}),
+        ),
+        Recipe(
+            "maple",
+            "MaPLe: coupled prompts in the first J blocks of both towers",
+            (Rule("prompt", "the prompts and coupling functions", _of_type(MaPLePrompts, "MaPLe prompts")),),
+            head=MaPLeHead,
+            # the published settings (vit_b16_c2_ep5_batch4_2ctx)
+            defaults=MappingProxyType({"reg_weight": 0.0, "lr": 0.0035, "epochs": 5, "batch_size": 4}),
         ),
         Recipe("zero-shot", "zero-shot CLIP: no training, evaluation only", (), method="zero-shot"),
         Recipe(

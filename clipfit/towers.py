@@ -21,7 +21,8 @@ fraction of the cost (class prompts are typically 8-20 tokens). Towers where tha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -242,6 +243,90 @@ def block_output_pool(model: nn.Module, tower: str):
         return pool_text(model, _batch_first(module.transformer, out), tokens)
 
     return pool_text_block
+
+
+# ----------------------------------------------------------------------------- prompt tokens inside the towers
+
+
+def _tower_blocks(model: nn.Module, tower: str) -> list[nn.Module]:
+    return text_blocks(model) if tower == "text" else image_blocks(model)
+
+
+def _tower_transformer(model: nn.Module, tower: str) -> nn.Module:
+    return require_text_module(model, "deep prompts").transformer if tower == "text" else image_tower(model).transformer
+
+
+@contextmanager
+def deep_prompts(model: nn.Module, tower: str, prompts: Mapping[int, torch.Tensor], at: str) -> Iterator[None]:
+    """While the body runs, block ``i`` of ``tower`` ("text" or "image") gets ``prompts[i]`` (n, width; the
+    same for every sequence of the batch) as its prompt tokens, in place of what the previous block made of them.
+
+    ``at`` says where the prompt tokens sit: ``"after_first"`` (positions 1..n, after the text's start
+    token, where prompt tuning puts its context) or ``"last"`` (the last n positions, where
+    :func:`appended_image_tokens` puts them). Done with forward pre-hooks on the blocks, which are
+    removed when the body ends (also on an error), so open_clip's own forward runs unchanged.
+    """
+    if at not in ("after_first", "last"):
+        raise ValueError(f"deep prompts sit 'after_first' or 'last', not {at!r}")
+    blocks = _tower_blocks(model, tower)
+    transformer = _tower_transformer(model, tower)
+    batch_first = getattr(transformer, "batch_first", True)
+    unknown = sorted(i for i in prompts if not 0 <= i < len(blocks))
+    if unknown:
+        raise TowerError(f"the {tower} tower has {len(blocks)} blocks; no block {unknown[0]} for a deep prompt")
+
+    def hook_for(prompt: torch.Tensor):
+        def replace(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            x = args[0] if batch_first else args[0].transpose(0, 1)
+            n = prompt.shape[0]
+            tokens = prompt.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+            if at == "after_first":
+                x = torch.cat([x[:, :1], tokens, x[:, 1 + n :]], dim=1)
+            else:
+                x = torch.cat([x[:, : x.shape[1] - n], tokens], dim=1)
+            return (x if batch_first else x.transpose(0, 1), *args[1:]), kwargs
+
+        return replace
+
+    handles = []
+    try:
+        for index, prompt in prompts.items():
+            handles.append(blocks[index].register_forward_pre_hook(hook_for(prompt), with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def appended_image_tokens(model: nn.Module, tokens: torch.Tensor) -> Iterator[None]:
+    """While the body runs, every image's token sequence gets ``tokens`` (n, width) appended after the
+    positional embedding, before ``ln_pre`` (where visual prompt tuning and MaPLe put them); the class
+    token stays first, so the tower's pooling is unchanged."""
+    visual = image_tower(model)
+    if not hasattr(visual, "ln_pre"):
+        raise TowerError(f"the image tower ({type(visual).__name__}) has no token sequence to append prompts to")
+
+    def append(_module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        extra = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+        return (torch.cat([x, extra], dim=1), *args[1:])
+
+    handle = visual.ln_pre.register_forward_pre_hook(append)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def tower_width(model: nn.Module, tower: str) -> int:
+    """Token width of a tower's transformer."""
+    return int(_tower_transformer(model, tower).width)
+
+
+def tower_depth(model: nn.Module, tower: str) -> int:
+    """Number of transformer blocks of a tower."""
+    return len(_tower_blocks(model, tower))
 
 
 # ----------------------------------------------------------------------------- structural selectors

@@ -11,16 +11,22 @@ A recipe names its head (:mod:`clipfit.recipes`); adding a head is one module he
 
 from clipfit.heads.adapter import Adapter, AdapterHead
 from clipfit.heads.base import ClipHead, HeadOptionError, option
+from clipfit.heads.cocoop import CoCoOpHead, CoCoOpPrompts
 from clipfit.heads.coop import CoOpHead, PromptContext
+from clipfit.heads.maple import MaPLeHead, MaPLePrompts
 from clipfit.heads.probe import LinearProbe, ProbeHead
 
 __all__ = [
     "Adapter",
     "AdapterHead",
     "ClipHead",
+    "CoCoOpHead",
+    "CoCoOpPrompts",
     "CoOpHead",
     "HeadOptionError",
     "LinearProbe",
+    "MaPLeHead",
+    "MaPLePrompts",
     "ProbeHead",
     "PromptContext",
     "option",

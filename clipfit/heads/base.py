@@ -29,6 +29,8 @@ class ClipHead:
     """Plain CLIP: the model's own image encoder and the dataset's template. No options."""
 
     kind: ClassVar[str] = "clip"
+    per_image: ClassVar[bool] = False  # True: class features depend on the image (encode_classes_per_image)
+    prompts_image: ClassVar[bool] = False  # True: the head's prompt tensors also change the image features
     # option names of records written before the options were named after their flags
     legacy_names: ClassVar[Mapping[str, str]] = {}
 
@@ -83,3 +85,9 @@ class ClipHead:
 
     def encode_images(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model.encode_image(images)
+
+    def encode_classes_per_image(
+        self, model: nn.Module, inputs: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, C, D) class features for B normalised image features (heads with ``per_image``)."""
+        return self.encode_classes(model, inputs).unsqueeze(0).expand(len(image_features), -1, -1)

@@ -135,3 +135,28 @@ def test_two_gloo_processes_train_what_one_process_trains_and_only_rank_0_writes
     log = (two / "log.txt").read_text()
     assert "all-reduces: num_parameter_tensors 14, total_parameter_size_bytes 1792" in log
     assert "epoch 2/2" in log
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+@pytest.mark.parametrize("recipe", ["cocoop", "maple"])
+def test_prompt_learners_under_torchrun_train_what_one_process_trains(tiny_weights, tmp_path, clipfit_cache, recipe):
+    # CoCoOp's per-image text pass and MaPLe's prompts inside the blocks (hooks) under DDP
+    photos = _photos(tmp_path / "photos", classes=4, per_class=8)
+    common = [
+        "--dataset", f"folder:{photos}", "--setting", "fewshot", "--shots", "4", "--model", "clipfit-tiny",
+        "--pretrained", tiny_weights, "--recipe", recipe, "--epochs", "2", "--warmup-epochs", "0",
+        "--batch-size", "4", "--num-workers", "0", "-q",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["CLIPFIT_CACHE"] = str(clipfit_cache)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "clipfit.cli.train", *common, "--run-dir", str(tmp_path / "two")]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert train.main([*common, "--run-dir", str(tmp_path / "one")]) == 0
+    a, b = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    assert a.final.keys() == b.final.keys()
+    for name in a.final:
+        assert not torch.equal(a.final[name], a.init[name]), f"{name} did not train"
+        torch.testing.assert_close(b.final[name], a.final[name], rtol=1e-4, atol=1e-6, msg=name)

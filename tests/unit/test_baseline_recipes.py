@@ -45,6 +45,18 @@ EXPECTED: dict[str, tuple[set[str] | None, int]] = {
     "full": (None, 1_643_297 - 1),  # everything but the logit scale
     "coop": ({"prompt.ctx"}, 16 * 32),
     "clip-adapter": ({"adapter.fc.0.weight", "adapter.fc.2.weight"}, 2 * 32 * 8),
+    # CoCoOp: 4 context vectors ("a photo of a") + meta-net Linear(32, 2) - ReLU - Linear(2, 32), with biases
+    "cocoop": (
+        {"prompt.ctx"} | {f"prompt.meta_net.{i}.{k}" for i in (0, 2) for k in ("weight", "bias")},
+        4 * 32 + (32 * 2 + 2) + (2 * 32 + 32),
+    ),
+    "kgcoop": ({"prompt.ctx"}, 4 * 32),
+    # MaPLe on 2 + 2 blocks: J = 2, so block 1 gets deep prompts; 2 tokens of width 32, couplings 32 -> 32
+    "maple": (
+        {"prompt.ctx", "prompt.proj.weight", "prompt.proj.bias", "prompt.deep_text.1"}
+        | {f"prompt.deep_proj.1.{k}" for k in ("weight", "bias")},
+        2 * (2 * 32 + 32 * 32 + 32),
+    ),
     "zero-shot": (set(), 0),
     "linear-probe": ({"probe.weight", "probe.bias"}, 3 * 32 + 3),
 }
