@@ -44,7 +44,7 @@ COMPARE_RECIPES := clipfit clipfit-text clipfit-image clipfit-fc bitfit ln-tunin
 compare: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/clipfit-train --dataset shapes --setting base2new --shots 16 --seeds 1 2 3 \
 		--recipes $(COMPARE_RECIPES) --precision fp32 --out runs/compare -q
-	HF_HUB_OFFLINE=1 $(BIN)/clipfit-analyze results runs/compare --out reports/compare --readme README.md \
+	HF_HUB_OFFLINE=1 $(BIN)/clipfit-analyze results runs/compare --out reports/compare --published --readme README.md \
 		--readme-figures docs/figures
 
 # The paper's base-to-new table: ClipFit on the 11 benchmarks x seeds 1-3 with CLIP ViT-B/16 (OpenAI weights),

@@ -20,7 +20,14 @@ from analysis.results import AVERAGE, ZERO_SHOT
 from analysis.schemas import PAPER_COMPARISON, SELF_CHECK, conform
 
 # measured method -> the published row it is compared with (analysis.published.PUBLISHED_BASE2NEW)
-PAPER_METHODS = {ZERO_SHOT: "zero-shot CLIP", "clipfit": "CLIPFit (paper)", "coop": "CoOp"}
+PAPER_METHODS = {
+    ZERO_SHOT: "zero-shot CLIP",
+    "clipfit": "CLIPFit (paper)",
+    "coop": "CoOp",
+    "cocoop": "CoCoOp",
+    "kgcoop": "KgCoOp",
+    "maple": "MaPLe",
+}
 GAIN = "clipfit − zero-shot"
 
 
