@@ -30,6 +30,8 @@ from clipfit.data.registry import dataset_slug
 from clipfit.errors import ClipfitError
 from clipfit.files import atomic_write_text
 
+logger = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 LOG_FILE = "log.txt"
@@ -73,16 +75,42 @@ def checkpoint_file(path: str | Path) -> Path:
     return path / CHECKPOINT_FILE if path.is_dir() else path
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (blank lines skipped); a broken line names the file and line."""
-    records = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+def _parse_jsonl(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
+    """(lines of whole records, the records, numbers of the lines that are not whole records)."""
+    lines, records, broken = [], [], []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{path}:{number} is not a JSON line: {exc}") from None
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            lines.append(line)
+            records.append(record)
+        else:
+            broken.append(number)
+    return lines, records, broken
+
+
+def _report_torn(path: Path, broken: list[int], what: str) -> None:
+    if broken:
+        shown = ", ".join(map(str, broken[:5])) + (", ..." if len(broken) > 5 else "")
+        logger.warning(
+            "%s: %s %d line(s) that are not whole JSON records (line %s), as a crash or a full disk leaves them",
+            path, what, len(broken), shown,
+        )  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole records of a JSON-lines log (metrics.jsonl, layers.jsonl).
+
+    A process killed (or a disk filled) while appending leaves a torn last line; the logs of older
+    versions could also hold one in the middle. Those lines are dropped with a warning naming them,
+    so a run stays readable up to its last whole record.
+    """
+    _, records, broken = _parse_jsonl(path)
+    _report_torn(path, broken, "dropped")
     return records
 
 
@@ -99,11 +127,20 @@ class JsonlLog:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
 
     def truncate_after(self, step: int) -> None:
-        """Remove records written after ``step`` (by an epoch that crashed before its checkpoint)."""
+        """Keep the whole records up to ``step``, the step a run (re)starts from: 0 for a fresh start, the
+        checkpoint's step on resume. Drops what a killed attempt logged after that point (so nothing is
+        logged twice) and torn lines; the file is rewritten atomically, and only when something goes."""
         if self.path is None or not self.path.exists():
             return
-        keep = [json.dumps(r) for r in read_jsonl(self.path) if r["step"] <= step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+        if step == 0:  # a fresh start: an earlier attempt died before its first checkpoint
+            logger.info("%s: removing the records of an earlier attempt that wrote no checkpoint", self.path)
+            self.path.unlink()
+            return
+        lines, records, broken = _parse_jsonl(self.path)
+        keep = [line for line, record in zip(lines, records, strict=True) if record.get("step", 0) <= step]
+        if len(keep) < len(lines) or broken:
+            _report_torn(self.path, broken, "removed")
+            atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
 
 def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
