@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from clipfit.checkpoint import Checkpoint, CheckpointError, read_checkpoint, wri
 from clipfit.config import RunConfig, resolve
 from clipfit.data.registry import dataset_slug
 from clipfit.errors import ClipfitError
-from clipfit.files import atomic_write_text
+from clipfit.files import append_text, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,7 @@ class JsonlLog:
     def write(self, rows: list[dict[str, Any]]) -> None:
         if self.path is None or not rows:
             return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        append_text(self.path, "".join(json.dumps(row) + "\n" for row in rows))
 
     def truncate_after(self, step: int) -> None:
         """Keep the whole records up to ``step``, the step a run (re)starts from: 0 for a fresh start, the
@@ -151,6 +151,26 @@ def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str,
         else:
             out[(*prefix, k)] = v
     return out
+
+
+class _RunLogHandler(logging.FileHandler):
+    """log.txt. A write that fails (a full disk) stops the copy instead of printing a traceback per record
+    (logging's default); the console keeps showing everything, and the run's next write names the cause."""
+
+    failed: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = sys.exc_info()[1]
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes what is buffered
+        except OSError as exc:
+            self.failed = self.failed or exc
 
 
 class RunDir:
@@ -247,7 +267,7 @@ class RunDir:
         if not self.writable:
             yield
             return
-        handler = logging.FileHandler(self.file(LOG_FILE), encoding="utf-8")
+        handler = _RunLogHandler(self.file(LOG_FILE), encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.DEBUG)
         logging.getLogger("clipfit").addHandler(handler)
@@ -256,6 +276,8 @@ class RunDir:
         finally:
             logging.getLogger("clipfit").removeHandler(handler)
             handler.close()
+        if handler.failed is not None:  # after a failed body its own error says enough
+            logger.warning("%s is incomplete: writing it failed (%s)", handler.baseFilename, handler.failed)
 
     # ------------------------------------------------------------------ checkpoint
 

@@ -30,6 +30,7 @@ from clipfit.console import format_metrics, results_table, run_command, setup_lo
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
+from clipfit.files import DiskFullError
 from clipfit.metrics import mean_over_seeds
 from clipfit.recipes import RECIPES, head_options
 from clipfit.run import train_run
@@ -267,11 +268,11 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
             results = train_run(cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run)
             rows.append((cfg, run_dir, results, "dry run: data resolved" if args.dry_run else ""))
         except ClipfitError as exc:
-            if env.distributed and not isinstance(exc, DataError):
-                # Under torchrun an error may be raised on some processes only (rank 0 alone writes
-                # files): going on would leave the others waiting in a collective of this run. Stop
-                # the whole job; the same command resumes the sweep. (A data error is met by every
-                # process alike: each reads the dataset after the main process.)
+            if isinstance(exc, DiskFullError) or (env.distributed and not isinstance(exc, DataError)):
+                # A full disk fails every later run too. Under torchrun an error may be raised on some
+                # processes only (rank 0 alone writes files): going on would leave the others waiting in a
+                # collective of this run. Stop the whole job; the same command resumes the sweep. (A data
+                # error is met by every process alike: each reads the dataset after the main process.)
                 raise
             logger.error("%s: %s", label, exc)
             note = f"failed: {type(exc).__name__}"

@@ -1,7 +1,10 @@
-"""Nothing is lost: a run stopped anywhere finishes bit-identical when the same command runs again.
+"""Nothing is lost: a run stopped anywhere, or by a full disk, finishes bit-identical when the same command runs
+again.
 
-Every run is the suite's tiny run (see ``tiny_argv``) in batches of 16, logged every 2 steps: 3 epochs of 4 steps.
-After the run finishes, its tensors, logs and results must equal those of a run that went through.
+Every run is the suite's tiny run (see ``tiny_argv``) in batches of 16, logged every 2 steps: 3 epochs of 4 steps,
+22 writes into its folder. After a failure the folder must be readable throughout (JSON files, checkpoint, logs up to
+their last whole record, no step logged twice); after the run finishes, its tensors, logs and results must equal
+those of a run that went through.
 """
 
 from __future__ import annotations
@@ -11,18 +14,52 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import Faults
 
 from clipfit.cli import train
 from clipfit.engine import Trainer
-from clipfit.rundir import LAYERS_FILE, METRICS_FILE, RESULTS_FILE, load_checkpoint, read_jsonl
+from clipfit.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LAYERS_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+    load_checkpoint,
+    read_jsonl,
+)
 
 FLAGS = {"batch_size": 16, "log_every": 2}
+WRITES = 22  # the writes of one run into its folder (counted by test_the_writes_of_a_run)
 
 
 @pytest.fixture(scope="module")
 def through(tmp_path_factory, train_tiny) -> Path:
     """The run uninterrupted: what every killed run must end equal to."""
     return train_tiny(tmp_path_factory.mktemp("through") / "run", **FLAGS)[0]
+
+
+def readable(run_dir: Path) -> dict:
+    """Assert that every file of the folder can be read and no step is logged twice; return what is there."""
+    for name in (CONFIG_FILE, RESULTS_FILE, "checkpoint.json"):
+        if (run_dir / name).exists():
+            json.loads((run_dir / name).read_text())
+    epoch = load_checkpoint(run_dir).meta["epoch"] if (run_dir / CHECKPOINT_FILE).exists() else 0
+    torn = 0
+    for name in (METRICS_FILE, LAYERS_FILE):
+        if (run_dir / name).exists():
+            records = read_jsonl(run_dir / name)
+            keys = [(r["step"], r.get("name")) for r in records]
+            assert len(set(keys)) == len(keys), f"{name}: a step logged twice"
+            assert [k[0] for k in keys] == sorted(k[0] for k in keys), f"{name}: steps out of order"
+            torn += len([line for line in (run_dir / name).read_text().splitlines() if line]) - len(records)
+    if (run_dir / LOG_FILE).exists():
+        (run_dir / LOG_FILE).read_text(encoding="utf-8")
+    return {
+        "epoch": epoch,
+        "finished": (run_dir / RESULTS_FILE).exists(),
+        "torn": torn,
+    }
 
 
 def assert_same_run(run_dir: Path, through: Path) -> None:
@@ -35,6 +72,16 @@ def assert_same_run(run_dir: Path, through: Path) -> None:
     ra, rb = (json.loads((d / RESULTS_FILE).read_text()) for d in (through, run_dir))
     assert ra["metrics"] == rb["metrics"] and ra["zero_shot"] == rb["zero_shot"] and ra["epochs"] == rb["epochs"]
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in through.iterdir())  # no temp, no lock
+
+
+def test_the_writes_of_a_run(tiny_argv, tmp_path, monkeypatch):
+    faults = Faults(tmp_path / "run").install(monkeypatch.setattr)
+    assert train.main(tiny_argv(tmp_path / "run", **FLAGS)) == 0
+    names = [(w.kind, w.name) for w in faults.writes]
+    epoch = [("append", METRICS_FILE), ("append", LAYERS_FILE)] * 2
+    epoch += [("replace", CHECKPOINT_FILE), ("replace", "checkpoint.json")]
+    finish = [("replace", CHECKPOINT_FILE), ("replace", "checkpoint.json"), ("replace", RESULTS_FILE)]
+    assert names == [("replace", CONFIG_FILE), *epoch * 3, *finish] and len(names) == WRITES
 
 
 # ----------------------------------------------------------------------------- logged, not yet checkpointed
@@ -61,3 +108,32 @@ def test_a_kill_after_an_epoch_is_logged_but_before_its_checkpoint_logs_nothing_
     monkeypatch.setattr(Trainer, "_checkpoint", original)
     assert train.main(argv) == 0
     assert_same_run(tmp_path / "run", through)
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("write", [1, 11, 12, WRITES], ids=["first", "a-log", "a-checkpoint", "last"])
+def test_a_full_disk_stops_the_run_with_one_line_and_the_same_command_finishes_it(
+    through, tiny_argv, tmp_path, monkeypatch, capsys, write
+):
+    # writes 1 (config.json), 11 (layers.jsonl, epoch 2), 12 (epoch 2's checkpoint), 22 (results.json)
+    run_dir = tmp_path / "run"
+    argv = tiny_argv(run_dir, **FLAGS)
+    with monkeypatch.context() as patch:
+        faults = Faults(run_dir, write, "enospc").install(patch.setattr)
+        assert train.main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines  # no traceback, nothing else
+    assert lines[0].startswith(
+        f"ERROR: no space left on the device (or quota exceeded) writing {run_dir / faults.failed.name} ("
+    )
+    assert lines[0].endswith(
+        " free there); free some space and run the same command again: a run continues from its last checkpoint"
+    )
+    state = readable(run_dir)
+    assert not state["finished"]  # never results of an unfinished run
+    assert state["torn"] == (1 if faults.failed.kind == "append" else 0)
+    assert train.main(argv) == 0  # space freed
+    assert_same_run(run_dir, through)
