@@ -3,7 +3,8 @@
 Every file clipfit writes into a run directory, a split folder or a cache goes through
 :func:`atomic_write_bytes`: the content is written to a temporary file ``.<name>.<random>.tmp`` in
 the same folder, then renamed onto the target (a rename within one folder is atomic on POSIX and
-Windows). A process killed during the write leaves the target as it was.
+Windows). A process killed during the write leaves the target as it was, plus that temporary file;
+:func:`remove_temp_files` clears such leftovers of named files (a run does it when it starts).
 
 The JSON-lines logs are appended to instead (:func:`append_text`): a kill or a full disk can tear
 their last line, which their reader (:func:`clipfit.rundir.read_jsonl`) tolerates.
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -119,3 +121,23 @@ def append_text(path: Path, text: str) -> None:
     """Append UTF-8 ``text`` to ``path`` (created if missing); a full disk raises :class:`DiskFullError`."""
     with disk_full_as_error(path), Path(path).open("a", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def temp_files(folder: Path, names: Iterable[str]) -> list[Path]:
+    """The temporary files :func:`atomic_write_bytes` leaves in ``folder`` when a process dies while writing
+    one of ``names`` (``.<name>.<random>.tmp``, the random part as :func:`tempfile.mkstemp` makes it)."""
+    patterns = [re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]+\.tmp") for name in names]
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if any(pattern.fullmatch(p.name) for pattern in patterns))
+
+
+def remove_temp_files(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Delete the leftover temporary files of ``names`` in ``folder`` (and nothing else); returns them.
+
+    Only safe while no other process writes those files (a run holds its directory's lock).
+    """
+    removed = temp_files(folder, names)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

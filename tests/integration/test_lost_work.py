@@ -1,34 +1,43 @@
-"""Nothing is lost: a run stopped anywhere, or by a full disk, finishes bit-identical when the same command runs
-again.
+"""Nothing is lost: a run stopped anywhere, or by a full disk, finishes bit-identical when the same command
+runs again; two runs never share a folder.
 
 Every run is the suite's tiny run (see ``tiny_argv``) in batches of 16, logged every 2 steps: 3 epochs of 4 steps,
 22 writes into its folder. After a failure the folder must be readable throughout (JSON files, checkpoint, logs up to
-their last whole record, no step logged twice); after the run finishes, its tensors, logs and results must equal
-those of a run that went through.
+their last whole record, no step logged twice, no temporary file but of the write it stopped); after the run
+finishes, its tensors, logs and results must equal those of a run that went through, with no lock left.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from faults import Faults
 
+from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
 from clipfit.engine import Trainer
+from clipfit.files import temp_files
 from clipfit.rundir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     LAYERS_FILE,
+    LOCK_FILE,
     LOG_FILE,
     METRICS_FILE,
     RESULTS_FILE,
+    RUN_FILES,
+    RunLock,
     load_checkpoint,
     read_jsonl,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 FLAGS = {"batch_size": 16, "log_every": 2}
 WRITES = 22  # the writes of one run into its folder (counted by test_the_writes_of_a_run)
 
@@ -59,6 +68,8 @@ def readable(run_dir: Path) -> dict:
         "epoch": epoch,
         "finished": (run_dir / RESULTS_FILE).exists(),
         "torn": torn,
+        "temp": [p.name for p in temp_files(run_dir, RUN_FILES)],
+        "lock": (run_dir / LOCK_FILE).exists(),
     }
 
 
@@ -133,7 +144,86 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_same_command_finishes_i
         " free there); free some space and run the same command again: a run continues from its last checkpoint"
     )
     state = readable(run_dir)
-    assert not state["finished"]  # never results of an unfinished run
+    assert not state["finished"] and not state["lock"] and state["temp"] == []  # never results of an unfinished run
     assert state["torn"] == (1 if faults.failed.kind == "append" else 0)
     assert train.main(argv) == 0  # space freed
     assert_same_run(run_dir, through)
+
+
+# ----------------------------------------------------------------------------- two runs into one folder
+
+
+@pytest.fixture
+def lock_holder(tmp_path):
+    """``lock_holder(folder)``: another process that takes the folder's lock and lives until killed."""
+    started = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        code = (
+            "import sys, time; from clipfit.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); time.sleep(300)"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        started.append(process)
+        assert process.stdout.readline().strip() == "locked"
+        return process
+
+    yield hold
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_folder_in_use_stops_and_a_stale_lock_is_taken_over(
+    through, tiny_argv, tmp_path, lock_holder, capsys
+):
+    run_dir = tmp_path / "run"
+    holder = lock_holder(run_dir)
+    # the issue's case: another run (4 epochs) trains into the folder while this one (6 epochs) starts
+    assert train.main(tiny_argv(run_dir, epochs=6, **FLAGS)) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"is in use by another run (pid {holder.pid} on" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]  # nothing of this run was written
+    holder.kill()  # the holder dies without releasing its lock
+    holder.wait()
+    assert train.main(tiny_argv(run_dir, **FLAGS)) == 0
+    assert f"taking over {run_dir / LOCK_FILE}: the run that held it is gone (process {holder.pid} no longer runs" in (
+        capsys.readouterr().err
+    )
+    assert_same_run(run_dir, through)
+
+
+@pytest.mark.slow
+def test_a_sweep_skips_the_runs_another_process_trains(tiny_argv, tmp_path, lock_holder, capsys):
+    out = tmp_path / "runs"
+    argv = [a for a in tiny_argv(tmp_path / "unused", **FLAGS) if a not in ("--run-dir", str(tmp_path / "unused"))]
+    busy = out / "shapes" / "base2new" / "clipfit" / "shots2" / "seed1"
+    lock_holder(busy)
+    assert train.main([*argv, "--out", str(out), "--seeds", "1", "2", "--epochs", "2"]) == 2
+    printed = capsys.readouterr().out
+    assert "seed 1   skipped: another process trains it" in printed
+    assert (out / "shapes" / "base2new" / "clipfit" / "shots2" / "seed2" / RESULTS_FILE).exists()
+
+
+# ----------------------------------------------------------------------------- clipfit-eval
+
+
+@pytest.mark.slow
+def test_clipfit_eval_writes_no_results_for_an_unfinished_run(tiny_argv, tmp_path, monkeypatch, capsys):
+    original = Trainer._checkpoint
+
+    def stop_after_one(self, epoch, *args, **kwargs):
+        original(self, epoch, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_checkpoint", stop_after_one)
+    assert train.main(tiny_argv(tmp_path / "run", **FLAGS)) == 130
+    capsys.readouterr()
+    assert eval_cli.main(["--checkpoint", str(tmp_path / "run"), "--datasets", "shapes", "-q"]) == 2
+    assert "is an unfinished run (epoch 1 of 3): finish it first" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "eval").exists()
+    assert not RunLock(tmp_path / "run").holder()
