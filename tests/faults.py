@@ -9,17 +9,23 @@ results.json, ...) or an append to a log (metrics.jsonl, layers.jsonl). Write nu
 - ``interrupt``: KeyboardInterrupt (Ctrl-C): Python's ``finally`` blocks still run;
 - ``die``: SystemExit, and clipfit.files' own cleanup is skipped, so the half-written temporary file
   stays as a kill would leave it (in process, so other ``finally`` blocks, such as the lock's, run);
+- ``kill``: SIGKILL of the process itself: nothing after it runs (for runs in a subprocess).
 
 ``fail_at`` is a number (the N-th counted write) or ``"NAME#K"`` (the K-th write of that file).
 
-The same class drives in-process tests (through pytest's monkeypatch).
+The same class drives in-process tests (through pytest's monkeypatch) and real ``kill -9`` runs in
+child processes of a :class:`Zygote`.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pathlib
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +33,7 @@ from typing import Any
 
 import clipfit.files
 
-HOW = ("enospc", "interrupt", "die")
+HOW = ("enospc", "interrupt", "die", "kill")
 
 
 @dataclass
@@ -82,6 +88,7 @@ class Faults:
         if self.how == "die":
             self._dead = True
             raise SystemExit(137)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Os:
@@ -121,3 +128,92 @@ class _Torn:
 
     def __exit__(self, *exc: object) -> None:
         self._handle.close()
+
+
+# The zygote: a process that imports clipfit once, then forks one child per run, so that a run killed
+# with SIGKILL costs its own time only, not the interpreter's start and torch's import again. It never
+# runs a torch operation itself, so the children start with no thread pool to inherit.
+ZYGOTE = r"""
+import json, os, signal, sys, time, traceback
+import torch
+threads = int(sys.argv[1])
+from faults import Faults
+from clipfit.cli import train
+from clipfit.data.registry import load_dataset
+for name in sys.argv[2:]:  # generate datasets once (the shapes world: numpy only), as one pytest session does
+    load_dataset(name)
+
+channel = os.fdopen(os.dup(1), "w")
+for line in sys.stdin:
+    job = json.loads(line)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            channel.close()
+            out = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            torch.set_num_threads(threads)
+            if job["fail_at"]:
+                Faults(job["folder"], job["fail_at"], "kill").install(setattr)
+            code = train.main(job["argv"])
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    killed = False
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if job["kill_after"] is not None and time.monotonic() - started >= job["kill_after"] and not killed:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.005)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    channel.write(json.dumps({"code": code, "seconds": time.monotonic() - started, "killed": killed}) + "\n")
+    channel.flush()
+"""
+
+
+@dataclass
+class Attempt:
+    code: int  # exit status, -9 when SIGKILL ended it
+    seconds: float  # how long it ran
+    log: str  # what it printed
+
+
+class Zygote:
+    """Runs clipfit-train in forked children of one long-lived process; a child may be SIGKILLed after a
+    delay (``kill_after``) or kill itself in the middle of a chosen write (``fail_at``, see :class:`Faults`)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], threads: int, datasets: tuple[str, ...] = ()) -> None:
+        self.workdir = Path(workdir)
+        self.count = 0
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE, str(threads), *datasets], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=env, cwd=workdir, text=True,
+        )  # fmt: skip
+
+    def run(self, argv: list[str], folder: Path, *, fail_at: int | str | None = None, kill_after: float | None = None):
+        self.count += 1
+        log = self.workdir / f"attempt{self.count}.log"
+        job = {"argv": argv, "folder": str(folder), "fail_at": fail_at, "kill_after": kill_after, "log": str(log)}
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        reply = self.process.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"the zygote died (exit status {self.process.wait()})")
+        result = json.loads(reply)
+        printed = log.read_text(errors="replace") if log.exists() else ""  # none when killed before it opened it
+        return Attempt(result["code"], result["seconds"], printed)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)

@@ -1,23 +1,30 @@
-"""Nothing is lost: a run stopped anywhere, or by a full disk, finishes bit-identical when the same command
+"""Nothing is lost: a run killed anywhere, or stopped by a full disk, finishes bit-identical when the same command
 runs again; two runs never share a folder.
 
 Every run is the suite's tiny run (see ``tiny_argv``) in batches of 16, logged every 2 steps: 3 epochs of 4 steps,
-22 writes into its folder. After a failure the folder must be readable throughout (JSON files, checkpoint, logs up to
-their last whole record, no step logged twice, no temporary file but of the write it stopped); after the run
-finishes, its tensors, logs and results must equal those of a run that went through, with no lock left.
+22 writes into its folder (config.json; per epoch 2 records in each log and the checkpoint with its JSON mirror; the
+finished checkpoint; results.json). After every kill or failure the folder must be readable throughout (JSON files,
+checkpoint, logs up to their last whole record, no step logged twice); after the run finishes, its tensors, logs
+and results must equal those of a run that went through, with no temporary file or lock left.
+
+The kills: in process (``tests/faults.py``: a write that stops half-way with KeyboardInterrupt, SystemExit without
+clipfit's cleanup, or ENOSPC), and real SIGKILLs of forked child processes, in the middle of chosen writes and at
+seeded random moments.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from faults import Faults
+from faults import Faults, Zygote
 
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
@@ -148,6 +155,124 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_same_command_finishes_i
     assert state["torn"] == (1 if faults.failed.kind == "append" else 0)
     assert train.main(argv) == 0  # space freed
     assert_same_run(run_dir, through)
+
+
+# ----------------------------------------------------------------------------- kills in process
+
+
+@pytest.mark.slow
+def test_runs_stopped_in_the_middle_of_writes_resume_to_the_same_run(through, tiny_argv, tmp_path, monkeypatch):
+    # One attempt per file, each stopped in the middle of a seeded random one of the attempt's first writes of it
+    # (KeyboardInterrupt and SystemExit without clipfit's cleanup in turn), then one more attempt.
+    rng = random.Random(15)
+    run_dir, argv = tmp_path / "run", tiny_argv(tmp_path / "run", **FLAGS)
+    files = [METRICS_FILE, CHECKPOINT_FILE, LAYERS_FILE, "checkpoint.json", CONFIG_FILE, CHECKPOINT_FILE, RESULTS_FILE]
+    stops = []
+    for attempt, name in enumerate(files):
+        point = f"{name}#{1 if name == RESULTS_FILE else rng.randint(1, 2)}"
+        with monkeypatch.context() as patch:
+            faults = Faults(run_dir, point, ("interrupt", "die")[attempt % 2]).install(patch.setattr)
+            try:
+                code = train.main(argv)
+            except SystemExit as exc:
+                code = exc.code
+        assert faults.failed is not None, f"attempt {attempt} finished before {point}"
+        assert code == (130 if faults.how == "interrupt" else 137)
+        state = readable(run_dir)
+        if faults.how == "die" and faults.failed.kind == "replace":  # the half-written temporary file stays
+            assert len(state["temp"]) == 1 and state["temp"][0].startswith(f".{name}.")
+        else:
+            assert state["temp"] == []
+        stops.append((point, faults.how, state["epoch"]))
+    epochs = [epoch for _, _, epoch in stops]
+    assert epochs == sorted(epochs) and epochs[-1] == 3, stops  # never back, and on to the results
+    assert train.main(argv) == 0
+    assert_same_run(run_dir, through)
+
+
+# ----------------------------------------------------------------------------- real kills (SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory, session_cache):
+    """Forks the runs that get killed (see tests/faults.py): one interpreter start for all of them."""
+    workdir = tmp_path_factory.mktemp("zygote")
+    tests = str(REPO / "tests")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([tests, str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "CLIPFIT_CACHE": str(session_cache),
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }
+    process = Zygote(workdir, env, torch.get_num_threads(), datasets=("shapes",))
+    yield process
+    process.close()
+
+
+@pytest.fixture(scope="module")
+def through_forked(zygote, tiny_argv, tmp_path_factory):
+    """The uninterrupted run, in a child of the zygote like the killed ones; and how long it took."""
+    run_dir = tmp_path_factory.mktemp("through-forked") / "run"
+    attempt = zygote.run(tiny_argv(run_dir, **FLAGS), run_dir)
+    assert attempt.code == 0, attempt.log
+    return run_dir, attempt.seconds
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_writes_then_the_same_command_finishes_the_run(zygote, through_forked, tiny_argv):
+    through, _ = through_forked
+    run_dir = through.parent.parent / "killed-in-writes" / "run"
+    argv = tiny_argv(run_dir, **FLAGS)
+    # Each point counts from its attempt's start: epoch 1's second metrics record (no checkpoint yet: the next
+    # attempt starts afresh); the mirror of epoch 1's checkpoint; epoch 2's second layers record (resumed after
+    # epoch 1); epoch 3's checkpoint (resumed after epoch 1 again: epoch 2's records are in the logs twice unless
+    # they are cut back); results.json (after the finished checkpoint).
+    points = [f"{METRICS_FILE}#2", "checkpoint.json#1", f"{LAYERS_FILE}#2", f"{CHECKPOINT_FILE}#2", f"{RESULTS_FILE}#1"]
+    states = []
+    for point in points:
+        attempt = zygote.run(argv, run_dir, fail_at=point)
+        assert attempt.code == -signal.SIGKILL, attempt.log
+        states.append(readable(run_dir))
+    assert [s["epoch"] for s in states] == [0, 1, 1, 2, 3]
+    assert [s["torn"] for s in states] == [1, 0, 1, 0, 0]
+    assert [len(s["temp"]) for s in states] == [0, 1, 0, 1, 1]  # half a file each (the previous one is gone)
+    assert all(s["lock"] and not s["finished"] for s in states)
+    final = zygote.run(argv, run_dir)
+    assert final.code == 0, final.log
+    assert "taking over" in final.log
+    assert_same_run(run_dir, through)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_the_same_command_finishes_the_run(zygote, tiny_argv, tmp_path_factory):
+    # Longer runs for this one (6 epochs of 8 steps, every step logged), so that most of a run is training and
+    # writing. Each round kills a run at seeded random moments of the uninterrupted run's length until an
+    # attempt finishes (checked against the uninterrupted run); rounds go on until 8 kills have landed.
+    flags = {"batch_size": 8, "log_every": 1, "epochs": 6}
+    base = tmp_path_factory.mktemp("killed-at-random")
+    through = base / "through"
+    reference = zygote.run(tiny_argv(through, **flags), through)
+    assert reference.code == 0, reference.log
+    rng = random.Random(1515)
+    kills: list[dict] = []
+    for round_ in range(1, 11):
+        run_dir = base / f"round{round_}"
+        argv = tiny_argv(run_dir, **flags)
+        for _ in range(30):
+            delay = rng.uniform(0.0, 1.0) * reference.seconds
+            attempt = zygote.run(argv, run_dir, kill_after=delay)
+            if attempt.code == 0:
+                break
+            assert attempt.code == -signal.SIGKILL, attempt.log
+            kills.append({"round": round_, "after": round(delay, 3), **readable(run_dir)})
+        else:
+            pytest.fail(f"round {round_} did not finish: {kills}")
+        assert_same_run(run_dir, through)
+        if len(kills) >= 8:
+            break
+    assert len(kills) >= 8, kills
+    print(f"{len(kills)} kills in {round_} rounds, run length {reference.seconds:.2f} s:", *kills, sep="\n  ")
 
 
 # ----------------------------------------------------------------------------- two runs into one folder
