@@ -31,7 +31,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -142,14 +142,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class JsonlLog:
-    """An append-only JSON-lines log of a run (metrics.jsonl, layers.jsonl); ``None`` path: writes nothing."""
+    """An append-only JSON-lines log of a run (metrics.jsonl, layers.jsonl); ``None`` path: writes nothing.
 
-    def __init__(self, path: Path | None) -> None:
+    ``check`` runs before every write (the run directory's lock check: a run that lost its folder to
+    another process must not append to that process's logs).
+    """
+
+    def __init__(self, path: Path | None, check: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._check = check or (lambda: None)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if self.path is None or not rows:
             return
+        self._check()
         append_text(self.path, "".join(json.dumps(row) + "\n" for row in rows))
 
     def truncate_after(self, step: int) -> None:
@@ -158,6 +164,7 @@ class JsonlLog:
         logged twice) and torn lines; the file is rewritten atomically, and only when something goes."""
         if self.path is None or not self.path.exists():
             return
+        self._check()
         if step == 0:  # a fresh start: an earlier attempt died before its first checkpoint
             logger.info("%s: removing the records of an earlier attempt that wrote no checkpoint", self.path)
             self.path.unlink()
@@ -543,7 +550,7 @@ class RunDir:
 
     def log(self, name: str) -> JsonlLog:
         """metrics.jsonl or layers.jsonl as an append-only log (writes nothing unless writable)."""
-        return JsonlLog(self.file(name) if self.writable else None)
+        return JsonlLog(self.file(name), self._check_lock) if self.writable else JsonlLog(None)
 
     @property
     def layers_file(self) -> Path | None:

@@ -290,12 +290,16 @@ def test_an_unreadable_lock_is_being_written_until_it_is_old(tmp_path):
     lock.release()
 
 
-def test_a_run_whose_lock_was_taken_over_stops_before_writing(tmp_path, live_process):
+@pytest.mark.parametrize("write", ["config", "log"])
+def test_a_run_whose_lock_was_taken_over_stops_before_writing(tmp_path, live_process, write):
     run = RunDir(tmp_path)
     with pytest.raises(RunLockedError, match="this run lost"), run.locked():
         _holder_file(tmp_path, pid=live_process.pid, process_start=None)  # judged us dead and took the folder
-        run.write_config({"config": {}})
-    assert not (tmp_path / "config.json").exists()
+        if write == "config":
+            run.write_config({"config": {}})
+        else:
+            run.log("metrics.jsonl").write([{"step": 2}])
+    assert not (tmp_path / "config.json").exists() and not (tmp_path / "metrics.jsonl").exists()
     assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == live_process.pid  # theirs stays
 
 
