@@ -3,7 +3,8 @@
 Library code logs through ``logging.getLogger(__name__)``; only the commands (``clipfit-train``,
 ``clipfit-eval``, ``clipfit-analyze``) call :func:`setup_logging`. A :class:`ClipfitError` is bad
 input or state the user can fix: :func:`run_command` prints its message without a traceback and
-returns exit status 2, while real bugs keep their traceback.
+returns exit status 2, while real bugs keep their traceback. A full disk is the user's to fix as well: it
+ends in the same one line (:func:`clipfit.files.disk_full_message`) wherever the write came from.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from clipfit.errors import ClipfitError
+from clipfit.files import disk_full_message, is_disk_full
 
 logger = logging.getLogger("clipfit")
 T = TypeVar("T")
@@ -62,6 +64,11 @@ def run_command(body: Callable[[], T]) -> T | int:
         return body()
     except ClipfitError as exc:
         logger.error("%s", exc)
+        return 2
+    except OSError as exc:  # a full disk met by a write that does not go through clipfit.files
+        if not is_disk_full(exc):
+            raise
+        logger.error("%s", disk_full_message(exc.filename))
         return 2
     except KeyboardInterrupt:
         logger.error("interrupted; a run resumes from its last finished epoch with --resume RUN_DIR")

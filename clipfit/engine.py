@@ -272,8 +272,10 @@ class Trainer:
         grad_sq_cum = torch.zeros(len(self.params), device=self.device, dtype=torch.float64)
         if resume is not None:
             start_epoch, step, elapsed = self._restore(resume, optimizer, init, grad_sq_cum, state.scaler)
-            self.metrics.truncate_after(step)
-            self.layers.truncate_after(step)
+        # The logs hold exactly the steps before the one this fit starts from (none on a fresh start): what an
+        # attempt killed after logging but before its checkpoint wrote goes, so no step is logged twice.
+        self.metrics.truncate_after(step)
+        self.layers.truncate_after(step)
 
         task = self.task
         batches = TrainBatches(

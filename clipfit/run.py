@@ -11,23 +11,27 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from clipfit.config import RunConfig, resolve
 from clipfit.console import format_metrics
 from clipfit.data.prepare import RunData, prepare_data
+from clipfit.errors import ClipfitError
 from clipfit.evaluate import zero_shot_metrics
 from clipfit.methods import RunContext, method_of
 from clipfit.models import ModelBundle, build_model, to_half
 from clipfit.provenance import signature, versions
 from clipfit.recipes import Recipe, apply_recipe, count_parameters, describe_selection, get_recipe, summary_line
 from clipfit.reference import self_check
-from clipfit.rundir import RunDir
+from clipfit.rundir import RunDir, RunLockedError
 from clipfit.runtime import (
     DistEnv,
     barrier,
     broadcast_module,
+    broadcast_object,
     device_for,
     main_process_first,
     resolve_precision,
@@ -75,18 +79,45 @@ def train_run(
 
     A finished run directory is left alone and its results returned; a partial one (a checkpoint
     but no results) with the same settings is resumed; one with other settings is refused.
-    ``overwrite`` clears the run's files first.
+    ``overwrite`` clears the run's files first. The run holds the folder's lock throughout, so a
+    second run into the same folder stops while this one lives.
     """
     cfg = resolve(cfg)
     run = RunDir(run_dir, writable=env.is_main)
-    device = device_for(env, cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    if not dry_run:
+    if dry_run:
+        return _build_and_train(cfg, run, env, overwrite, dry_run, resolve_data)
+    with _locked(run, env):
         run.prepare(cfg, overwrite)
         if run.state == "finished" and not overwrite:
             logger.info("already finished: %s (use --overwrite to train again)", run.path)
             return run.results()
+        return _build_and_train(cfg, run, env, overwrite, dry_run, resolve_data)
 
+
+@contextmanager
+def _locked(run: RunDir, env: DistEnv) -> Iterator[None]:
+    """The run directory's lock around the body: rank 0 takes it, and every process learns whether it got it
+    (so no process waits in a collective for one that stopped)."""
+    error: ClipfitError | None = None
+    with ExitStack() as stack:
+        if env.is_main:
+            try:
+                stack.enter_context(run.locked())
+            except ClipfitError as exc:
+                error = exc
+        message = broadcast_object(str(error) if error is not None else None, env)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RunLockedError(message)
+        yield
+
+
+def _build_and_train(
+    cfg: RunConfig, run: RunDir, env: DistEnv, overwrite: bool, dry_run: bool, resolve_data: bool
+) -> dict[str, Any] | None:
+    device = device_for(env, cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     recipe = get_recipe(cfg.recipe)
     with main_process_first(env):  # the main process writes few-shot draws and random splits, the others read them
         data = prepare_data(cfg) if (resolve_data or not dry_run) else None

@@ -9,18 +9,32 @@ One run (dataset, setting, recipe, shots, seed) lives in ``<out>/<dataset>/<sett
     checkpoint.safetensors  trained tensors only (init/ and final/; while unfinished also optim/ and rng/)
     checkpoint.json         the checkpoint's metadata, mirrored for people
     results.json            metrics, zero-shot metrics, signature, versions, ...
+    run.lock                while a run trains: pid, host and start time of its process
     eval/<target>/results.json  clipfit-eval on other datasets
 
 Training, evaluation and the analyses all reach these files through :class:`RunDir`. A run is
 ``new`` (nothing yet), ``partial`` (a checkpoint but no results: resumable) or ``finished``.
+
+Nothing is lost when a run dies at any point (a kill, a full disk) and the same command is run
+again: the checkpoint and every JSON file are replaced atomically (:mod:`clipfit.files`), the logs
+are read up to their last whole record and cut back to the step the run restarts from, and the
+temporary files of interrupted writes are removed when a run starts. One process at a time trains
+into a folder: it holds :data:`LOCK_FILE` (:class:`RunLock`) for the whole run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +42,9 @@ from clipfit.checkpoint import Checkpoint, CheckpointError, read_checkpoint, wri
 from clipfit.config import RunConfig, resolve
 from clipfit.data.registry import dataset_slug
 from clipfit.errors import ClipfitError
-from clipfit.files import atomic_write_text
+from clipfit.files import DiskFullError, append_text, atomic_write_text, disk_full_as_error, remove_temp_files
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -37,8 +53,17 @@ METRICS_FILE = "metrics.jsonl"
 LAYERS_FILE = "layers.jsonl"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_META_FILE = "checkpoint.json"
+LOCK_FILE = "run.lock"
 EVAL_DIR = "eval"
-RUN_FILES = (CONFIG_FILE, RESULTS_FILE, LOG_FILE, METRICS_FILE, LAYERS_FILE, CHECKPOINT_FILE, CHECKPOINT_META_FILE)
+RUN_FILES = (
+    CONFIG_FILE, RESULTS_FILE, LOG_FILE, METRICS_FILE, LAYERS_FILE, CHECKPOINT_FILE, CHECKPOINT_META_FILE, LOCK_FILE,
+)  # fmt: skip
+
+# A live run refreshes its lock file's time every LOCK_REFRESH_S. A lock of this machine is stale when its
+# process is gone; one of another host (whose processes cannot be checked from here) when it has not been
+# refreshed for LOCK_STALE_S: a run suspended that long loses its folder (it stops before its next write).
+LOCK_REFRESH_S = 60.0
+LOCK_STALE_S = 15 * 60.0
 
 # Settings that change how fast a run goes or how it logs, never its results: they may differ on resume.
 RESULT_NEUTRAL = {
@@ -49,6 +74,10 @@ RESULT_NEUTRAL = {
 
 class RunError(ClipfitError, RuntimeError):
     """A run directory is in a state that would lose data or mix two runs."""
+
+
+class RunLockedError(RunError):
+    """Another live process trains into the run directory (or took it over from this one)."""
 
 
 def default_run_dir(out: str | Path, cfg: RunConfig) -> Path:
@@ -73,37 +102,310 @@ def checkpoint_file(path: str | Path) -> Path:
     return path / CHECKPOINT_FILE if path.is_dir() else path
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (blank lines skipped); a broken line names the file and line."""
-    records = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+def _parse_jsonl(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
+    """(lines of whole records, the records, numbers of the lines that are not whole records)."""
+    lines, records, broken = [], [], []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{path}:{number} is not a JSON line: {exc}") from None
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            lines.append(line)
+            records.append(record)
+        else:
+            broken.append(number)
+    return lines, records, broken
+
+
+def _report_torn(path: Path, broken: list[int], what: str) -> None:
+    if broken:
+        shown = ", ".join(map(str, broken[:5])) + (", ..." if len(broken) > 5 else "")
+        logger.warning(
+            "%s: %s %d line(s) that are not whole JSON records (line %s), as a crash or a full disk leaves them",
+            path, what, len(broken), shown,
+        )  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole records of a JSON-lines log (metrics.jsonl, layers.jsonl).
+
+    A process killed (or a disk filled) while appending leaves a torn last line; the logs of older
+    versions could also hold one in the middle. Those lines are dropped with a warning naming them,
+    so a run stays readable up to its last whole record.
+    """
+    _, records, broken = _parse_jsonl(path)
+    _report_torn(path, broken, "dropped")
     return records
 
 
 class JsonlLog:
-    """An append-only JSON-lines log of a run (metrics.jsonl, layers.jsonl); ``None`` path: writes nothing."""
+    """An append-only JSON-lines log of a run (metrics.jsonl, layers.jsonl); ``None`` path: writes nothing.
 
-    def __init__(self, path: Path | None) -> None:
+    ``check`` runs before every write (the run directory's lock check: a run that lost its folder to
+    another process must not append to that process's logs).
+    """
+
+    def __init__(self, path: Path | None, check: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._check = check or (lambda: None)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if self.path is None or not rows:
             return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        self._check()
+        append_text(self.path, "".join(json.dumps(row) + "\n" for row in rows))
 
     def truncate_after(self, step: int) -> None:
-        """Remove records written after ``step`` (by an epoch that crashed before its checkpoint)."""
+        """Keep the whole records up to ``step``, the step a run (re)starts from: 0 for a fresh start, the
+        checkpoint's step on resume. Drops what a killed attempt logged after that point (so nothing is
+        logged twice) and torn lines; the file is rewritten atomically, and only when something goes."""
         if self.path is None or not self.path.exists():
             return
-        keep = [json.dumps(r) for r in read_jsonl(self.path) if r["step"] <= step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+        self._check()
+        if step == 0:  # a fresh start: an earlier attempt died before its first checkpoint
+            logger.info("%s: removing the records of an earlier attempt that wrote no checkpoint", self.path)
+            self.path.unlink()
+            return
+        lines, records, broken = _parse_jsonl(self.path)
+        keep = [line for line, record in zip(lines, records, strict=True) if record.get("step", 0) <= step]
+        if len(keep) < len(lines) or broken:
+            _report_torn(self.path, broken, "removed")
+            atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+
+
+# ---------------------------------------------------------------------------------------------- the lock
+
+_LOCK_WRITE_GRACE_S = 30.0  # an unreadable lock file younger than this is still being written by its creator
+_TAKEOVER_FILE = ".run.lock.takeover"  # held for the instant of removing a stale lock (O_EXCL, like the lock)
+
+
+def _proc(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:  # not Linux, or no such process
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """A Linux process's identity beyond its pid (boot id and start tick): a reused pid differs; None elsewhere."""
+    stat, boot = _proc(f"/proc/{pid}/stat"), _proc("/proc/sys/kernel/random/boot_id")
+    if stat is None or boot is None:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after "pid (command name)": field 3 onwards
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
+def _pid_namespace() -> str | None:
+    """Containers on one host may share a hostname but not their pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a run directory's lock: the content of its lock file."""
+
+    pid: int
+    host: str
+    started: str  # ISO time the lock was taken
+    command: str  # the command line of the holder
+    process_start: str | None = None  # see _process_start
+    pid_namespace: str | None = None
+
+    @classmethod
+    def this_process(cls) -> LockHolder:
+        return cls(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+            command=" ".join(sys.argv),
+            process_start=_process_start(os.getpid()),
+            pid_namespace=_pid_namespace(),
+        )
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, since {self.started}, running `{self.command}`"
+
+    def stale_reason(self, age: float) -> str | None:
+        """Why this lock no longer guards a live run (``age``: seconds since it was last refreshed), or None."""
+        if self.host == socket.gethostname() and self.pid_namespace == _pid_namespace():
+            if not _alive(self.pid):
+                return f"process {self.pid} no longer runs"
+            now = _process_start(self.pid)
+            if self.process_start and now and now != self.process_start:
+                return f"pid {self.pid} now belongs to another process"
+            return None
+        if age > LOCK_STALE_S:
+            minutes = f"{age / 60:.0f} min, over the {LOCK_STALE_S / 60:.0f} min limit"
+            return f"a lock of another host or container not refreshed for {minutes}"
+        return None
+
+
+class RunLock:
+    """The lock file of a run directory: one process at a time trains into a folder.
+
+    Taken with ``O_CREAT | O_EXCL`` (atomic, also on NFS), it records the holder's pid, host, start
+    time and command, and a thread refreshes its time while the run lives. A stale lock (see
+    :meth:`LockHolder.stale_reason`) is reported and taken over; a live one stops the second run
+    with a message naming the holder. Under torchrun only rank 0 locks.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._content: bytes | None = None  # what this process wrote: the lock is ours while the file holds it
+        self._stop = threading.Event()
+        self._created: list[Path] = []  # folders made for the run, removed again if the run leaves them empty
+
+    def holder(self) -> LockHolder | None:
+        """Who holds the lock now (None: nobody, or a lock file that is not readable)."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[LockHolder | None, bytes | None, float]:
+        """(holder, raw content, seconds since the file was last refreshed); raw None when there is no lock."""
+        try:
+            raw = self.path.read_bytes()
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None, None, 0.0
+        try:
+            holder = LockHolder(**json.loads(raw))
+        except (ValueError, TypeError):
+            holder = None
+        return holder, raw, age
+
+    def acquire(self) -> None:
+        """Take the lock (creating the folder), or raise :class:`RunLockedError` naming its live holder."""
+        content = (json.dumps(asdict(LockHolder.this_process()), indent=2) + "\n").encode()
+        self._make_folder()
+        for _ in range(100):
+            try:
+                with disk_full_as_error(self.path):
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                self._remove_if_stale()
+                continue
+            except DiskFullError:
+                raise
+            except OSError as exc:
+                raise RunError(f"cannot create {self.path}: {exc.strerror or exc}") from None
+            try:
+                with disk_full_as_error(self.path), os.fdopen(fd, "wb") as handle:
+                    handle.write(content)
+            except BaseException:
+                self.path.unlink(missing_ok=True)
+                raise
+            self._content = content
+            self._stop = threading.Event()
+            threading.Thread(target=self._refresh, name="clipfit-run-lock", daemon=True).start()
+            logger.debug("locked %s", self.folder)
+            return
+        raise RunLockedError(f"could not take {self.path}: other processes keep taking it")
+
+    def _make_folder(self) -> None:
+        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        try:
+            with disk_full_as_error(self.folder):
+                self.folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise RunError(f"cannot use {self.folder} as a run directory: it is a file") from None
+        except NotADirectoryError:
+            raise RunError(f"cannot create the run directory {self.folder}: a parent of it is a file") from None
+        except DiskFullError:
+            raise
+        except OSError as exc:
+            raise RunError(f"cannot create the run directory {self.folder}: {exc.strerror or exc}") from None
+        self._created = missing  # deepest first
+
+    def _remove_if_stale(self) -> None:
+        """Remove the lock file if its holder is gone; raise :class:`RunLockedError` if it lives.
+
+        Removing happens under a second O_EXCL file, after checking that the lock is still the one
+        judged stale: two processes that find the same stale lock cannot both take the folder.
+        """
+        holder, raw, age = self._read()
+        if raw is None:
+            return  # released meanwhile: try again
+        if holder is None:
+            reason = f"an unreadable lock file {age:.0f} s old" if age > _LOCK_WRITE_GRACE_S else None
+        else:
+            reason = holder.stale_reason(age)
+        if reason is None:
+            who = holder.describe() if holder else "a process that is just taking it"
+            raise RunLockedError(
+                f"{self.folder} is in use by another run ({who}): wait for it to finish, or train into another "
+                f"--out or --run-dir. If that process is gone, delete {self.path}"
+            )
+        takeover = self.folder / _TAKEOVER_FILE
+        try:
+            fd = os.open(takeover, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # another process is removing it; look again shortly
+            try:
+                if time.time() - takeover.stat().st_mtime > _LOCK_WRITE_GRACE_S:  # left by a process killed there
+                    takeover.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+            return
+        try:
+            if self._read()[1] == raw:
+                self.path.unlink()
+                logger.warning(
+                    "taking over %s: the run that held it is gone (%s; %s)",
+                    self.path, reason, holder.describe() if holder else "no holder recorded",
+                )  # fmt: skip
+        finally:
+            os.close(fd)
+            takeover.unlink(missing_ok=True)
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(LOCK_REFRESH_S):
+            with suppress(OSError):  # gone or unwritable: check() says so before the run's next write
+                os.utime(self.path)
+
+    def check(self) -> None:
+        """Raise :class:`RunLockedError` if the lock is no longer this process's (another process judged the
+        run dead and took its folder over): the run must not write into a folder another run now owns."""
+        if self._content is None:
+            return
+        holder, raw, _ = self._read()
+        if raw != self._content:
+            now = f"it is now held by {holder.describe()}" if holder else "its lock file is gone"
+            raise RunLockedError(f"this run lost {self.path} ({now}); stopping before writing into {self.folder}")
+
+    def release(self) -> None:
+        """Give the lock up (if it is still ours) and remove the folders made for a run that wrote nothing."""
+        self._stop.set()
+        if self._content is not None:
+            try:
+                if self.path.read_bytes() == self._content:
+                    self.path.unlink()
+                else:
+                    logger.warning("%s is no longer this run's lock; left as it is", self.path)
+            except FileNotFoundError:
+                pass
+            self._content = None
+        for folder in self._created:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+        self._created = []
 
 
 def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -116,12 +418,33 @@ def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str,
     return out
 
 
+class _RunLogHandler(logging.FileHandler):
+    """log.txt. A write that fails (a full disk) stops the copy instead of printing a traceback per record
+    (logging's default); the console keeps showing everything, and the run's next write names the cause."""
+
+    failed: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = sys.exc_info()[1]
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes what is buffered
+        except OSError as exc:
+            self.failed = self.failed or exc
+
+
 class RunDir:
     """One run's folder. Only the main process of a distributed job writes (``writable=False`` elsewhere)."""
 
     def __init__(self, path: str | Path, writable: bool = True) -> None:
         self.path = Path(path).expanduser()
         self.writable = writable
+        self._lock: RunLock | None = None  # held while a run trains into the folder (see locked)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -165,9 +488,38 @@ class RunDir:
                 )
 
     def clear(self) -> None:
-        """Delete the run's files (``--overwrite``), nothing else in the folder."""
+        """Delete the run's files (``--overwrite``), nothing else in the folder (and not the lock of this run)."""
         for name in RUN_FILES:
-            self.file(name).unlink(missing_ok=True)
+            if name != LOCK_FILE:
+                self.file(name).unlink(missing_ok=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock while a run trains into it (a writable RunDir only: under torchrun, rank 0).
+
+        Taking it fails with :class:`RunLockedError` while another live process holds it. Then the
+        temporary files that writes interrupted by a kill left behind are removed (the run's own
+        files only: under the lock no other process writes them).
+        """
+        if not self.writable:
+            yield
+            return
+        lock = RunLock(self.path)
+        lock.acquire()
+        self._lock = lock
+        try:
+            removed = remove_temp_files(self.path, RUN_FILES)
+            if removed:
+                names = ", ".join(p.name for p in removed)
+                logger.info("removed %d temporary file(s) of interrupted writes: %s", len(removed), names)
+            yield
+        finally:
+            self._lock = None
+            lock.release()
+
+    def _check_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.check()
 
     # ------------------------------------------------------------------ records
 
@@ -183,6 +535,7 @@ class RunDir:
 
     def write_config(self, record: dict[str, Any]) -> None:
         if self.writable:
+            self._check_lock()
             atomic_write_text(self.file(CONFIG_FILE), json.dumps(record, indent=2) + "\n")
 
     def results(self) -> dict[str, Any]:
@@ -190,13 +543,14 @@ class RunDir:
 
     def write_results(self, results: dict[str, Any]) -> None:
         if self.writable:
+            self._check_lock()
             atomic_write_text(self.file(RESULTS_FILE), json.dumps(results, indent=2) + "\n")
 
     # ------------------------------------------------------------------ logs
 
     def log(self, name: str) -> JsonlLog:
         """metrics.jsonl or layers.jsonl as an append-only log (writes nothing unless writable)."""
-        return JsonlLog(self.file(name) if self.writable else None)
+        return JsonlLog(self.file(name), self._check_lock) if self.writable else JsonlLog(None)
 
     @property
     def layers_file(self) -> Path | None:
@@ -210,7 +564,7 @@ class RunDir:
         if not self.writable:
             yield
             return
-        handler = logging.FileHandler(self.file(LOG_FILE), encoding="utf-8")
+        handler = _RunLogHandler(self.file(LOG_FILE), encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.DEBUG)
         logging.getLogger("clipfit").addHandler(handler)
@@ -219,6 +573,8 @@ class RunDir:
         finally:
             logging.getLogger("clipfit").removeHandler(handler)
             handler.close()
+        if handler.failed is not None:  # after a failed body its own error says enough
+            logger.warning("%s is incomplete: writing it failed (%s)", handler.baseFilename, handler.failed)
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -228,6 +584,7 @@ class RunDir:
     def save_checkpoint(self, init, final, meta, optim=None, rng=None) -> None:
         """Write checkpoint.safetensors and its checkpoint.json mirror (atomically; main process only)."""
         if self.writable:
+            self._check_lock()
             write_checkpoint(self.file(CHECKPOINT_FILE), init, final, meta, optim, rng, self.file(CHECKPOINT_META_FILE))
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from clipfit.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -148,6 +150,16 @@ def main_process_first(env: DistEnv) -> Iterator[None]:
     finally:  # also on an error, so the others are released (and meet the same error themselves)
         if env.is_main:
             barrier()
+
+
+def broadcast_object(obj: T, env: DistEnv) -> T:
+    """The main process's ``obj`` on every process (identity when not distributed). Pickles: only for clipfit's
+    own small values (a message, a flag), never for data read from files."""
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 @torch.no_grad()

@@ -49,6 +49,12 @@ def eval_targets(
     precision, eval batch size, max eval images); ``zero_shot=False`` skips the zero-shot comparison.
     """
     cfg, ckpt, _ = load_run(run_dir)
+    if not ckpt.meta.get("complete", True):
+        # an unfinished run (or one training right now): results of its last epoch are not the run's results
+        raise RunError(
+            f"{run_dir} is an unfinished run (epoch {ckpt.meta.get('epoch')} of {ckpt.meta.get('epochs')}): "
+            f"finish it first (clipfit-train --resume {run_dir}), then evaluate it on other datasets"
+        )
     for key, value in cfg_overrides.items():
         if value is not None:
             setattr(cfg, key, value)

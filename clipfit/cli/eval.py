@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from clipfit.rundir import default_eval_root, load_run
 from clipfit.runtime import destroy_distributed, device_for, init_distributed, main_process_first, resolve_precision
 from clipfit.trained import build_trained_model
 from clipfit.transfer import eval_targets
+
+logger = logging.getLogger("clipfit.cli.eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"results: {out}/<dataset>/results.json")
             return 0
         cfg, ckpt, _ = load_run(run_dir)
+        if not ckpt.meta.get("complete", True):
+            logger.warning(
+                "%s is an unfinished run (epoch %s): evaluating its last checkpoint", run_dir, ckpt.meta.get("epoch")
+            )
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, value)

@@ -30,10 +30,11 @@ from clipfit.console import format_metrics, results_table, run_command, setup_lo
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
+from clipfit.files import DiskFullError
 from clipfit.metrics import mean_over_seeds
 from clipfit.recipes import RECIPES, head_options
 from clipfit.run import train_run
-from clipfit.rundir import CONFIG_FILE, RunDir, RunError, default_run_dir
+from clipfit.rundir import CONFIG_FILE, RunDir, RunError, RunLockedError, default_run_dir
 from clipfit.runtime import DistEnv, destroy_distributed, init_distributed
 from clipfit.towers import GRAD_CHECKPOINTING
 
@@ -272,16 +273,19 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
             results = train_run(cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run)
             rows.append((cfg, run_dir, results, "dry run: data resolved" if args.dry_run else ""))
         except ClipfitError as exc:
-            if env.distributed and not isinstance(exc, DataError):
-                # Under torchrun an error may be raised on some processes only (rank 0 alone writes
-                # files): going on would leave the others waiting in a collective of this run. Stop
-                # the whole job; the same command resumes the sweep. (A data error is met by every
-                # process alike: each reads the dataset after the main process.)
+            if isinstance(exc, DiskFullError) or (env.distributed and not isinstance(exc, (DataError, RunLockedError))):
+                # A full disk fails every later run too. Under torchrun an error may be raised on some
+                # processes only (rank 0 alone writes files): going on would leave the others waiting in a
+                # collective of this run. Stop the whole job; the same command resumes the sweep. (A data
+                # error is met by every process alike: each reads the dataset after the main process; so is
+                # a locked folder: rank 0 tells the others.)
                 raise
             logger.error("%s: %s", label, exc)
             note = f"failed: {type(exc).__name__}"
             if isinstance(exc, DataError):
                 broken[cfg.data.dataset], note = str(exc), "failed: data error"
+            elif isinstance(exc, RunLockedError):
+                note = "skipped: another process trains it"
             rows.append((cfg, run_dir, None, note))
     if env.is_main:
         print(f"sweep of {len(configs)} runs (zero-shot in brackets):")
