@@ -53,6 +53,8 @@ def test_smoke_run_reports_every_variant(tmp_path, capsys):
         "reference",
         "full fine-tuning",
         "forward only",
+        "coop",
+        "cocoop",
         "clipfit --grad-checkpointing all",
     }
     assert all(s["median_s"] > 0 and s["peak_mib"] > 0 for s in steps.values())
