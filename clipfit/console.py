@@ -8,11 +8,15 @@ returns exit status 2, while real bugs keep their traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+import clipfit
 from clipfit.errors import ClipfitError
 
 logger = logging.getLogger("clipfit")
@@ -53,6 +57,24 @@ def setup_logging(verbose: int = 0, quiet: bool = False, main_process: bool = Tr
     out.setLevel(level)
     target.setLevel(logging.DEBUG)
     target.propagate = False
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the command's name and clipfit's version (no heavy import: it must answer at once)."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s (clipfit {clipfit.__version__})")
+
+
+def next_commands(run_dir: str | Path) -> str:
+    """What to do with a finished run: its report, predictions on new images, an export (printed after training)."""
+    run = shlex.quote(str(run_dir))
+    return "\n".join(
+        [
+            "next:",
+            f"  clipfit-analyze report {run} --out reports/run     # figures of what the fine-tuning changed",
+            f"  clipfit-predict {run} IMAGES_OR_FOLDER --classnames FILE --out predictions.csv",
+            f"  clipfit-export {run} --out exports/run          # open_clip weights, the delta and a model card",
+        ]
+    )
 
 
 def run_command(body: Callable[[], T]) -> T | int:

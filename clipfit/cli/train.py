@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
-from clipfit.console import format_metrics, results_table, run_command, setup_logging
+from clipfit.console import add_version_flag, format_metrics, next_commands, results_table, run_command, setup_logging
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
     r.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final table")
+    add_version_flag(p)
     return p
 
 
@@ -348,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if results is not None and env.is_main:
             print(results_table(results))
             print(f"run directory: {run_dir}")
+            logger.info(next_commands(run_dir))
         return 0
 
     try:
