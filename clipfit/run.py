@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from clipfit.runtime import (
     resolve_precision,
     seeded_init,
 )
+from clipfit.tracking import close_sinks, open_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +72,14 @@ def train_run(
     overwrite: bool = False,
     dry_run: bool = False,
     resolve_data: bool = True,
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """Train and evaluate one run into ``run_dir``; returns its results (None for a dry run).
 
     A finished run directory is left alone and its results returned; a partial one (a checkpoint
     but no results) with the same settings is resumed; one with other settings is refused.
-    ``overwrite`` clears the run's files first.
+    ``overwrite`` clears the run's files first. ``report_to`` names experiment trackers
+    (:mod:`clipfit.tracking`) that get the metrics rows too.
     """
     cfg = resolve(cfg)
     run = RunDir(run_dir, writable=env.is_main)
@@ -129,10 +133,21 @@ def train_run(
         "versions": versions(),
     }
     ctx = RunContext(cfg, run, recipe, bundle, trained, data, device, precision, env, meta)
-    with run.console_log():
-        results = _train_and_evaluate(ctx, resume, line, trainable)
+    if env.is_main and report_to:
+        ctx.sinks = open_sinks(report_to, run.path, {**cfg.to_dict(), "signature": sig}, _tracker_name(run.path, cfg))
+    results = None
+    try:
+        with run.console_log():
+            results = _train_and_evaluate(ctx, resume, line, trainable)
+    finally:
+        close_sinks(ctx.sinks, results["metrics"] if results else None)
     barrier()
     return results
+
+
+def _tracker_name(path: Path, cfg: RunConfig) -> str:
+    """How a run is called in an experiment tracker: the last five parts of its default run directory."""
+    return "/".join(path.parts[-5:]) if len(path.parts) >= 5 else f"{cfg.data.dataset}/{cfg.recipe}/seed{cfg.seed}"
 
 
 def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from clipfit.run import train_run
 from clipfit.rundir import CONFIG_FILE, RunDir, RunError, default_run_dir
 from clipfit.runtime import DistEnv, destroy_distributed, init_distributed
 from clipfit.towers import GRAD_CHECKPOINTING
+from clipfit.tracking import parse_report_to
 
 logger = logging.getLogger("clipfit.cli.train")
 
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     r.add_argument("--log-every", type=int, help="steps between metrics/layers records (default 10)")
+    r.add_argument(
+        "--report-to",
+        metavar="NAMES",
+        help="also send the metrics rows to tensorboard and/or wandb (comma-separated, e.g. tensorboard,wandb; "
+        "optional packages: pip install 'clipfit[tensorboard]' / 'clipfit[wandb]')",
+    )
     r.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default 256)")
     r.add_argument("--max-eval-images", type=int, help="cap test images per label space (quick checks; not comparable)")
     s = p.add_argument_group("speed (never changes what is trained)")
@@ -270,7 +277,10 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
             continue
         logger.info("[%d/%d] %s -> %s", i, len(configs), label, run_dir)
         try:
-            results = train_run(cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run)
+            results = train_run(
+                cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run,
+                report_to=parse_report_to(args.report_to),
+            )  # fmt: skip
             rows.append((cfg, run_dir, results, "dry run: data resolved" if args.dry_run else ""))
         except ClipfitError as exc:
             if env.distributed and not isinstance(exc, DataError):
@@ -329,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet, env.is_main)
 
     def body() -> int:
+        report_to = parse_report_to(args.report_to)  # a missing tracker package is refused before anything runs
         if args.resume:
             run_dir = Path(args.resume)
             cfg = _resume_config(run_dir, args)
@@ -345,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             dry_run=args.dry_run,
             resolve_data=args.datasets is not None or args.resume is not None,
+            report_to=report_to,
         )
         if results is not None and env.is_main:
             print(results_table(results))
