@@ -67,12 +67,13 @@ def add_version_flag(parser: argparse.ArgumentParser) -> None:
 def next_commands(run_dir: str | Path) -> str:
     """What to do with a finished run: its report, predictions on new images, an export (printed after training)."""
     run = shlex.quote(str(run_dir))
+    name = "-".join(Path(run_dir).parts[-5:])  # dataset-setting-recipe-shotsK-seedS of a default run directory
     return "\n".join(
         [
             "next:",
-            f"  clipfit-analyze report {run} --out reports/run     # figures of what the fine-tuning changed",
+            f"  clipfit-analyze report {run} --out reports/{name}",
             f"  clipfit-predict {run} IMAGES_OR_FOLDER --classnames FILE --out predictions.csv",
-            f"  clipfit-export {run} --out exports/run          # open_clip weights, the delta and a model card",
+            f"  clipfit-export {run} --out exports/{name}",
         ]
     )
 
