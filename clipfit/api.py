@@ -378,7 +378,13 @@ def load(
     ref = str(source)
     device = _device(device)
     if ref.startswith(hub.PREFIX):
-        return _from_export(hub.download(ref), device, model, pretrained, ref)
+        folder = hub.download(ref)
+        if not is_export(folder):
+            raise LoadError(
+                f"{ref} is not a clipfit export (no clipfit_config.json): a plain open_clip model loads with "
+                f"open_clip.create_model('{ref}'), and fine-tunes with clipfit-train --pretrained {ref}"
+            )
+        return _from_export(folder, device, model, pretrained, ref)
     path = Path(ref).expanduser()
     if path.is_file() and is_export(path.parent):
         path = path.parent  # a file of an export folder: the folder

@@ -100,7 +100,7 @@ def test_a_delta_onto_other_base_weights_is_refused(tmp_path, base_weights):
         clipfit.load(exported.folder, pretrained=str(tmp_path / "moved.safetensors"))
 
 
-@pytest.mark.parametrize("recipe", ["coop", "clip-adapter", "linear-probe"])
+@pytest.mark.parametrize("recipe", ["coop", "cocoop", "maple", "clip-adapter", "linear-probe"])
 def test_a_head_recipe_exports_its_delta_and_says_why_there_is_no_merged_file(tmp_path, base_weights, images, recipe):
     finetuned = clipfit.load(fake_run(tmp_path / "run", base_weights, recipe))
     with pytest.raises(ExportError, match="merged open_clip file cannot hold it"):

@@ -105,6 +105,12 @@ def test_load_from_the_hub_reads_the_cached_snapshot(run, tmp_path, monkeypatch)
     assert torch.allclose(loaded.logits(images, ["a cat", "a dog"]), finetuned.logits(images, ["a cat", "a dog"]))
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set and the repository is not in the cache"):
         clipfit.load("hf-hub:me/elsewhere")
+    (cache / "models--laion--plain").mkdir()
+    shutil.copytree(repo / "refs", cache / "models--laion--plain" / "refs")
+    (cache / "models--laion--plain" / "snapshots" / COMMIT).mkdir(parents=True)
+    shutil.copy(export.folder / "open_clip_config.json", cache / "models--laion--plain" / "snapshots" / COMMIT)
+    with pytest.raises(clipfit.api.LoadError, match=r"not a clipfit export .* open_clip\.create_model"):
+        clipfit.load("hf-hub:laion/plain")
 
 
 @pytest.mark.parametrize("ref", ["hf-hub:", "hf-hub:me", "hf-hub:me/a/b", "me/"])
