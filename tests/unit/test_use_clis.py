@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -95,6 +97,14 @@ def test_export_prints_the_exact_open_clip_call(run, tmp_path, capsys):
     assert f'clipfit.load("{tmp_path / "export"}")' in out
     assert export_cli.main([str(run)]) == 2  # neither --out nor --push-to-hub
     assert "--out DIR, --push-to-hub USER/REPO, or both" in capsys.readouterr().err
+
+
+def test_predict_and_export_help_import_neither_torch_nor_open_clip():
+    code = (
+        "import sys, clipfit.cli.predict, clipfit.cli.export; print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # --help and --version answer at once; the model is loaded after the arguments
 
 
 @pytest.mark.parametrize("cli", [train_cli, eval_cli, data_cli, predict_cli, export_cli, analyze_cli])
