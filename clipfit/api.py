@@ -155,9 +155,9 @@ class FineTuned:
         return torch.cat(parts) if parts else torch.zeros(0, 0)
 
     def _label_space(self, classnames: Sequence[str] | None) -> list[str]:
-        names = list(self.classnames if classnames is None else classnames)
         if isinstance(classnames, str):
             raise ClipfitError("classnames must be a list of class names, not one string")
+        names = list(self.classnames if classnames is None else classnames)
         blank = [i for i, n in enumerate(names) if not str(n).strip()]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if not names or blank or duplicates:
