@@ -170,10 +170,21 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Version(argparse.Action):
+    """``--version`` as every clipfit command prints it, importing clipfit only when asked (``--help`` imports none)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        import clipfit
+
+        print(f"{parser.prog} (clipfit {clipfit.__version__})")  # on standard output, as argparse's version action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipfit-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.arguments(sub.add_parser(name, help=command.summary, description=command.summary))

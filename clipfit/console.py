@@ -9,11 +9,15 @@ ends in the same one line (:func:`clipfit.files.disk_full_message`) wherever the
 
 from __future__ import annotations
 
+import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+import clipfit
 from clipfit.errors import ClipfitError
 from clipfit.files import disk_full_message, is_disk_full
 
@@ -55,6 +59,25 @@ def setup_logging(verbose: int = 0, quiet: bool = False, main_process: bool = Tr
     out.setLevel(level)
     target.setLevel(logging.DEBUG)
     target.propagate = False
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the command's name and clipfit's version (no heavy import: it must answer at once)."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s (clipfit {clipfit.__version__})")
+
+
+def next_commands(run_dir: str | Path) -> str:
+    """What to do with a finished run: its report, predictions on new images, an export (printed after training)."""
+    run = shlex.quote(str(run_dir))
+    name = "-".join(Path(run_dir).parts[-5:])  # dataset-setting-recipe-shotsK-seedS of a default run directory
+    return "\n".join(
+        [
+            "next:",
+            f"  clipfit-analyze report {run} --out reports/{name}",
+            f"  clipfit-predict {run} IMAGES_OR_FOLDER --classnames FILE --out predictions.csv",
+            f"  clipfit-export {run} --out exports/{name}",
+        ]
+    )
 
 
 def run_command(body: Callable[[], T]) -> T | int:

@@ -28,7 +28,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,12 +147,14 @@ class Trainer:
         env: DistEnv = DistEnv(),
         run_dir: RunDir | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
+        sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
     ) -> None:
         self.model, self.bundle, self.trained, self.task = bundle.model, bundle, list(trained), task
         self.settings, self.optim, self.device, self.env = settings, settings.optim, settings.device, env
         self.head = bundle.head or ClipHead()
         self.run_dir = run_dir if run_dir is not None and env.is_main else None
         self.checkpoint_meta = dict(checkpoint_meta or {})
+        self.sinks = list(sinks) if env.is_main else []  # called with every metrics.jsonl row (clipfit.tracking)
         unresolved = [k for k in ("lr", "epochs", "reg_weight", "batch_size") if getattr(self.optim, k) is None]
         if unresolved:
             raise ConfigError(f"optimiser settings {unresolved} are unset: resolve the config (clipfit.config.resolve)")
@@ -340,9 +342,12 @@ class Trainer:
 
     def _log_step(self, step, epoch, lr, window: StepStats, grad_sq, grad_sq_cum, init) -> None:
         means = window.over_processes(self.env).means()  # every process takes part, only the main one writes
+        row = {"step": step, "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in means.items()}}
+        for sink in self.sinks:
+            sink(row)
         if self.run_dir is None:
             return
-        self.metrics.write([{"step": step, "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in means.items()}}])
+        self.metrics.write([row])
         with torch.no_grad():
             change = torch.stack(
                 [

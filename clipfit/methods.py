@@ -40,6 +40,7 @@ class RunContext:
     precision: str
     env: DistEnv
     meta: dict[str, Any]  # the checkpoint metadata of the run (model, recipe, head, class names, ...)
+    sinks: list[Any] = field(default_factory=list)  # experiment trackers fed each metrics row (clipfit.tracking)
 
     @property
     def eval_settings(self) -> EvalSettings:
@@ -90,7 +91,14 @@ class FineTune(Method):
         )
         settings = TrainSettings.of(cfg, ctx.device, ctx.precision, workers_for(cfg.data.num_workers, data.dataset))
         trainer = Trainer(
-            ctx.bundle, ctx.trained, task, settings, env=ctx.env, run_dir=ctx.run_dir, checkpoint_meta=ctx.meta
+            ctx.bundle,
+            ctx.trained,
+            task,
+            settings,
+            env=ctx.env,
+            run_dir=ctx.run_dir,
+            checkpoint_meta=ctx.meta,
+            sinks=ctx.sinks,
         )
         train_seconds = trainer.fit(resume=resume).train_seconds
         metrics = self.evaluate(ctx.bundle, data, ctx.eval_settings)

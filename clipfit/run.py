@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from clipfit.runtime import (
     resolve_precision,
     seeded_init,
 )
+from clipfit.tracking import close_sinks, open_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -74,24 +75,26 @@ def train_run(
     overwrite: bool = False,
     dry_run: bool = False,
     resolve_data: bool = True,
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """Train and evaluate one run into ``run_dir``; returns its results (None for a dry run).
 
     A finished run directory is left alone and its results returned; a partial one (a checkpoint
     but no results) with the same settings is resumed; one with other settings is refused.
     ``overwrite`` clears the run's files first. The run holds the folder's lock throughout, so a
-    second run into the same folder stops while this one lives.
+    second run into the same folder stops while this one lives. ``report_to`` names experiment
+    trackers (:mod:`clipfit.tracking`) that get the metrics rows too.
     """
     cfg = resolve(cfg)
     run = RunDir(run_dir, writable=env.is_main)
     if dry_run:
-        return _build_and_train(cfg, run, env, overwrite, dry_run, resolve_data)
+        return _build_and_train(cfg, run, env, overwrite, dry_run, resolve_data, report_to)
     with _locked(run, env):
         run.prepare(cfg, overwrite)
         if run.state == "finished" and not overwrite:
             logger.info("already finished: %s (use --overwrite to train again)", run.path)
             return run.results()
-        return _build_and_train(cfg, run, env, overwrite, dry_run, resolve_data)
+        return _build_and_train(cfg, run, env, overwrite, dry_run, resolve_data, report_to)
 
 
 @contextmanager
@@ -114,7 +117,13 @@ def _locked(run: RunDir, env: DistEnv) -> Iterator[None]:
 
 
 def _build_and_train(
-    cfg: RunConfig, run: RunDir, env: DistEnv, overwrite: bool, dry_run: bool, resolve_data: bool
+    cfg: RunConfig,
+    run: RunDir,
+    env: DistEnv,
+    overwrite: bool,
+    dry_run: bool,
+    resolve_data: bool,
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     device = device_for(env, cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -160,10 +169,21 @@ def _build_and_train(
         "versions": versions(),
     }
     ctx = RunContext(cfg, run, recipe, bundle, trained, data, device, precision, env, meta)
-    with run.console_log():
-        results = _train_and_evaluate(ctx, resume, line, trainable)
+    if env.is_main and report_to:
+        ctx.sinks = open_sinks(report_to, run.path, {**cfg.to_dict(), "signature": sig}, _tracker_name(run.path, cfg))
+    results = None
+    try:
+        with run.console_log():
+            results = _train_and_evaluate(ctx, resume, line, trainable)
+    finally:
+        close_sinks(ctx.sinks, results["metrics"] if results else None)
     barrier()
     return results
+
+
+def _tracker_name(path: Path, cfg: RunConfig) -> str:
+    """How a run is called in an experiment tracker: the last five parts of its default run directory."""
+    return "/".join(path.parts[-5:]) if len(path.parts) >= 5 else f"{cfg.data.dataset}/{cfg.recipe}/seed{cfg.seed}"
 
 
 def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clipfit.console import run_command, setup_logging
+from clipfit.console import add_version_flag, run_command, setup_logging
 from clipfit.data.base import DataError
 from clipfit.data.records import DEFAULT_MODEL
 from clipfit.data.registry import expand_names, load_dataset
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="clipfit-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version_flag(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check", help="which datasets (and weights) are ready, without training")
     c.add_argument("--data-root", required=True, help="folder holding the dataset folders (CoOp layout)")

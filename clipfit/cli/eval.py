@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clipfit.checkpoint import checkpoint_values
 from clipfit.config import PRECISIONS
-from clipfit.console import results_table, run_command, setup_logging
+from clipfit.console import add_version_flag, results_table, run_command, setup_logging
 from clipfit.data.prepare import prepare_data
 from clipfit.data.registry import expand_names
 from clipfit.evaluate import EvalSettings, zero_shot_metrics
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-eval-images", type=int, help="cap test images per dataset (quick checks; not comparable)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
+    add_version_flag(p)
     return p
 
 

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
-from clipfit.console import format_metrics, results_table, run_command, setup_logging
+from clipfit.console import add_version_flag, format_metrics, next_commands, results_table, run_command, setup_logging
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
@@ -37,6 +37,7 @@ from clipfit.run import train_run
 from clipfit.rundir import CONFIG_FILE, RunDir, RunError, RunLockedError, default_run_dir
 from clipfit.runtime import DistEnv, destroy_distributed, init_distributed
 from clipfit.towers import GRAD_CHECKPOINTING
+from clipfit.tracking import parse_report_to
 
 logger = logging.getLogger("clipfit.cli.train")
 
@@ -146,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     r.add_argument("--log-every", type=int, help="steps between metrics/layers records (default 10)")
+    r.add_argument(
+        "--report-to",
+        metavar="NAMES",
+        help="also send the metrics rows to tensorboard and/or wandb (comma-separated, e.g. tensorboard,wandb; "
+        "optional packages: pip install 'clipfit[tensorboard]' / 'clipfit[wandb]')",
+    )
     r.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default 256)")
     r.add_argument("--max-eval-images", type=int, help="cap test images per label space (quick checks; not comparable)")
     s = p.add_argument_group("speed (never changes what is trained)")
@@ -173,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
     r.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final table")
+    add_version_flag(p)
     return p
 
 
@@ -270,7 +278,10 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
             continue
         logger.info("[%d/%d] %s -> %s", i, len(configs), label, run_dir)
         try:
-            results = train_run(cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run)
+            results = train_run(
+                cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run,
+                report_to=parse_report_to(args.report_to),
+            )  # fmt: skip
             rows.append((cfg, run_dir, results, "dry run: data resolved" if args.dry_run else ""))
         except ClipfitError as exc:
             if isinstance(exc, DiskFullError) or (env.distributed and not isinstance(exc, (DataError, RunLockedError))):
@@ -332,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet, env.is_main)
 
     def body() -> int:
+        report_to = parse_report_to(args.report_to)  # a missing tracker package is refused before anything runs
         if args.resume:
             run_dir = Path(args.resume)
             cfg = _resume_config(run_dir, args)
@@ -348,10 +360,12 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             dry_run=args.dry_run,
             resolve_data=args.datasets is not None or args.resume is not None,
+            report_to=report_to,
         )
         if results is not None and env.is_main:
             print(results_table(results))
             print(f"run directory: {run_dir}")
+            logger.info(next_commands(run_dir))
         return 0
 
     try:

@@ -10,6 +10,8 @@ import pytest
 from analysis import schemas
 from clipfit import rundir
 from clipfit.cli import eval as eval_cli
+from clipfit.cli import export as export_cli
+from clipfit.cli import predict as predict_cli
 from clipfit.cli import train
 from clipfit.data.custom import FOLDER_TREE
 from clipfit.data.docs import render_datasets_page
@@ -43,6 +45,18 @@ def test_training_page_names_every_flag_and_only_real_ones():
     assert not flags - named, f"docs/training.md does not mention {sorted(flags - named)}"
     unknown = named - flags - _long_flags(eval_cli.build_parser()) - TORCHRUN_FLAGS
     assert not unknown, f"docs/training.md names flags that clipfit-train does not have: {sorted(unknown)}"
+
+
+def test_using_page_names_every_flag_of_predict_and_export_and_only_real_ones():
+    doc = _text(DOCS / "using.md")
+    flags = _long_flags(predict_cli.build_parser()) | _long_flags(export_cli.build_parser())
+    named = set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", doc))
+    assert not flags - named, f"docs/using.md does not mention {sorted(flags - named)}"
+    # --report-to and --data-root are clipfit-train's; --local-dir huggingface-cli's, --logdir tensorboard's
+    unknown = named - flags - _long_flags(train.build_parser()) - {"--local-dir", "--logdir"}
+    assert not unknown, (
+        f"docs/using.md names flags that clipfit-predict and clipfit-export do not have: {sorted(unknown)}"
+    )
 
 
 def _csv_rows(doc: str) -> dict[str, list[str]]:
