@@ -48,6 +48,17 @@ def _common(p: argparse.ArgumentParser, name: str, device: bool = False) -> None
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the written paths")
 
 
+def _weights(p: argparse.ArgumentParser) -> None:
+    """The field ``weights``: two weight files of one open_clip architecture instead of CKPT."""
+    p.add_argument(
+        "--weights",
+        nargs=2,
+        metavar=("ARCH:A", "ARCH:B"),
+        help="compare every parameter of two weight files of one architecture (open_clip state dict, OpenAI "
+        "TorchScript archive or open_clip tag), A as the start: e.g. ViT-B-16:openai ViT-B-16:finetuned.safetensors",
+    )
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     """The fields of DataOptions."""
     g = p.add_argument_group("data (default: the run's own)")
@@ -62,7 +73,8 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 def _param_change(p: argparse.ArgumentParser) -> None:
     """The fields of ParamChangeOptions."""
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="run directory, checkpoint file, or Dassl checkpoint")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT", help="run directory, checkpoint file, or Dassl checkpoint")
+    _weights(p)
     p.add_argument("--labels", nargs="+", help="one label per checkpoint (default: recipe, λ, or the differing path)")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
     p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained (default clipfit)")

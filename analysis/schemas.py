@@ -18,6 +18,22 @@ LAYER = ("name", "tower", "group", "block", "module", "kind", "position", "order
 PARAM_CHANGE = ("checkpoint", *LAYER, "numel", "init_norm", "sq_change", "l2_change", "rel_change")
 # param-change over training, from a run's layers.jsonl: one row per checkpoint, logged step and tensor.
 PARAM_STEPS = ("checkpoint", "step", "epoch", *LAYER, "sq_change")
+# param-change over the runs (seeds) of each configuration: mean and sample std per tensor.
+PARAM_CONFIGS = (
+    "configuration", "runs", "seeds", *LAYER, "numel", "sq_change_mean", "sq_change_std", "l2_change_mean",
+    "l2_change_std", "rel_change_mean", "rel_change_std",
+)  # fmt: skip
+# param-change per layer group (level "group") or module family (level "family"): summed and per value,
+# mean and sample std over the runs of each configuration.
+PARAM_GROUPS = (
+    "configuration", "runs", "seeds", "level", "tower", "group", "tensors", "numel", "sq_change_mean",
+    "sq_change_std", "per_value_mean", "per_value_std",
+)  # fmt: skip
+# a whole-model change in depth: per checkpoint, tower, module family and position (pre, block, post).
+PARAM_FAMILIES = (
+    "checkpoint", "tower", "family", "stage", "block", "position", "order", "tensors", "numel", "sq_change",
+    "per_value",
+)  # fmt: skip
 
 # grad-sums screening at fixed values: one row per candidate tensor, ranked by grad_sq_sum.
 GRAD_SUMS = ("rank", *LAYER, "numel", "in_recipe", "batches", "grad_sq_sum", "grad_sq_per_value")
@@ -116,6 +132,9 @@ PAPER_COMPARISON = (
 ALL = {
     "param_change": PARAM_CHANGE,
     "param_change_steps": PARAM_STEPS,
+    "param_change_configs": PARAM_CONFIGS,
+    "param_change_groups": PARAM_GROUPS,
+    "param_change_families": PARAM_FAMILIES,
     "grad_sums": GRAD_SUMS,
     "grad_sums_training": GRAD_TRAINING,
     "grad_sums_steps": GRAD_STEPS,
