@@ -94,7 +94,7 @@ def test_grad_checkpointing_of_a_resnet_image_tower_is_refused():
 
 def test_the_step_keeps_the_cosine_of_successive_gradients(prepared):
     # grad_cos of layers.jsonl: cos(g_t, g_{t-1}) per trained tensor, undefined (NaN) on the first step
-    model, trainer, state = prepared()
+    _, trainer, state = prepared()
     g = torch.Generator().manual_seed(1)
     grads = []
     for _ in range(3):
