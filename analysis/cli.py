@@ -133,6 +133,26 @@ def _rep_change(p: argparse.ArgumentParser) -> None:
     _common(p, "rep-change", device=True)
 
 
+def _runs(p: argparse.ArgumentParser) -> None:
+    """The fields ``checkpoints`` and ``weights`` of the analyses that accept several runs."""
+    p.add_argument(
+        "checkpoints", nargs="*", metavar="CKPT", help="run directories (seeds of one configuration are averaged)"
+    )
+    _weights(p)
+    p.add_argument("--pretrained", help=PRETRAINED_HELP)
+    p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
+
+
+def _per_class(p: argparse.ArgumentParser) -> None:
+    """The fields of PerClassOptions."""
+    _runs(p)
+    p.add_argument("--max-images", type=int, help="test images per label space at most (default: all)")
+    p.add_argument("--worst", type=int, default=5, help="classes whose confusions are shown (default 5)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    _data(p)
+    _common(p, "per-class", device=True)
+
+
 def _results(p: argparse.ArgumentParser) -> None:
     """The fields of ResultsOptions."""
     p.add_argument("root", metavar="RUN_ROOT", help="folder searched recursively for results.json")
@@ -177,6 +197,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "tsne": Command("tsne", "t-SNE of zero-shot vs fine-tuned image features (paper Fig. 5)", _tsne),
     "rep-change": Command("rep_change", "linear CKA of each block, pretrained vs fine-tuned", _rep_change),
+    "per-class": Command(
+        "per_class", "zero-shot vs fine-tuned accuracy of every class, confusions, text-feature movement", _per_class
+    ),
     "results": Command("results", "result tables over seeds (Markdown, CSV, LaTeX) and figures", _results),
     "report": Command("report", "self-contained HTML + Markdown report of one or more runs", _report),
 }

@@ -47,6 +47,25 @@ TSNE = ("model", "index", "label", "classname", "x", "y")
 # tsne's numbers that do not depend on the picture: one row per model.
 TSNE_METRICS = ("model", "images", "classes", "silhouette", "knn_acc", "k")
 
+# per-class: zero-shot against fine-tuned accuracy (percent) of every class, one row per run, label space and class;
+# text_cos = cos(t_c, t0_c) of the fine-tuned and the zero-shot class feature.
+PER_CLASS = (
+    "checkpoint", "configuration", "subset", "label", "classname", "images", "zs_correct", "ft_correct", "zs_acc",
+    "ft_acc", "delta", "text_cos",
+)  # fmt: skip
+# per-class over the runs (seeds) of each configuration: mean and sample std.
+PER_CLASS_CONFIGS = (
+    "configuration", "runs", "subset", "label", "classname", "images", "zs_acc_mean", "zs_acc_std", "ft_acc_mean",
+    "ft_acc_std", "delta_mean", "delta_std", "text_cos_mean", "text_cos_std",
+)  # fmt: skip
+# the confusions of each configuration's worst classes: predictions per (true, predicted) class, summed over runs.
+CONFUSION_CHANGE = (
+    "configuration", "runs", "subset", "true_label", "true_class", "pred_label", "pred_class", "zs_count", "ft_count",
+    "change",
+)  # fmt: skip
+# Pearson and Spearman correlation of text_cos and delta over the classes of a label space (or all).
+CLASS_CORRELATION = ("configuration", "runs", "subset", "classes", "pearson", "spearman")
+
 # rep-change: linear CKA between pretrained and fine-tuned hidden states, one row per tower and block.
 REP_CHANGE = ("tower", "block", "position", "order", "inputs", "cka")
 
@@ -141,6 +160,10 @@ ALL = {
     "tsne": TSNE,
     "tsne_metrics": TSNE_METRICS,
     "rep_change": REP_CHANGE,
+    "per_class": PER_CLASS,
+    "per_class_configs": PER_CLASS_CONFIGS,
+    "per_class_confusion": CONFUSION_CHANGE,
+    "per_class_correlation": CLASS_CORRELATION,
     "results_runs": RESULTS_RUNS,
     "results_base2new": BASE2NEW,
     "results_fewshot": FEWSHOT,
