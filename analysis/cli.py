@@ -153,6 +153,24 @@ def _per_class(p: argparse.ArgumentParser) -> None:
     _common(p, "per-class", device=True)
 
 
+def _channels(p: argparse.ArgumentParser) -> None:
+    """The fields of ChannelsOptions."""
+    _runs(p)
+    p.add_argument(
+        "--max-tensors",
+        type=int,
+        default=16,
+        help="tensors whose every channel goes into channels.csv, the most changed (default 16; 0: all)",
+    )
+    _common(p, "channels")
+
+
+def _grad_cos(p: argparse.ArgumentParser) -> None:
+    """The fields of GradCosOptions."""
+    p.add_argument("checkpoints", nargs="+", metavar="RUN_DIR", help="run directories (their layers.jsonl)")
+    _common(p, "grad-cos")
+
+
 def _results(p: argparse.ArgumentParser) -> None:
     """The fields of ResultsOptions."""
     p.add_argument("root", metavar="RUN_ROOT", help="folder searched recursively for results.json")
@@ -199,6 +217,14 @@ COMMANDS: dict[str, Command] = {
     "rep-change": Command("rep_change", "linear CKA of each block, pretrained vs fine-tuned", _rep_change),
     "per-class": Command(
         "per_class", "zero-shot vs fine-tuned accuracy of every class, confusions, text-feature movement", _per_class
+    ),
+    "channels": Command(
+        "channels",
+        "per-channel change inside the 1-D tensors: concentration and the channels that moved most",
+        _channels,
+    ),
+    "grad-cos": Command(
+        "grad_cos", "gradient consistency: cosine between successive gradients during training", _grad_cos
     ),
     "results": Command("results", "result tables over seeds (Markdown, CSV, LaTeX) and figures", _results),
     "report": Command("report", "self-contained HTML + Markdown report of one or more runs", _report),

@@ -30,13 +30,14 @@ _LABEL = {
     "reg_weight": lambda v: f"λ={v:g}" if isinstance(v, int | float) else f"λ={v}",
     "shots": lambda v: f"{v} shots",
     "epochs": lambda v: f"{v} ep",
+    "lr": lambda v: f"lr {v:g}" if isinstance(v, int | float) else f"lr {v}",
     "name": lambda v: f"{v}",
     "pretrained": lambda v: f"{v}",
     "dataset": lambda v: f"{v}",
     "file": lambda v: Path(str(v)).name,
 }
 # the order in which differing settings appear in a label
-_FIRST = ("recipe", "reg_weight", "name", "pretrained", "dataset", "shots", "epochs")
+_FIRST = ("recipe", "reg_weight", "name", "pretrained", "dataset", "shots", "epochs", "lr")
 
 
 def flatten(settings: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

@@ -66,6 +66,22 @@ CONFUSION_CHANGE = (
 # Pearson and Spearman correlation of text_cos and delta over the classes of a label space (or all).
 CLASS_CORRELATION = ("configuration", "runs", "subset", "classes", "pearson", "spearman")
 
+# channels of the 1-D tensors (LayerNorm gains and biases, biases): one row per checkpoint, tensor and channel;
+# rank 1 = the channel of its tensor that moved most.
+CHANNELS = ("checkpoint", "configuration", *LAYER, "channel", "init", "final", "change", "sq_change", "rank")
+# how concentrated each 1-D tensor's change is: share of the squared change in its top 1% / 10% of channels, Gini.
+CHANNEL_CONCENTRATION = (
+    "checkpoint", "configuration", *LAYER, "channels", "sq_change", "top1_share", "top10_share", "gini",
+    "top_channel", "top_change",
+)  # fmt: skip
+
+# grad-cos: cosine between successive gradients of each trained tensor, from layers.jsonl (one row per logged step).
+GRAD_COS_STEPS = ("checkpoint", "configuration", "step", "epoch", *LAYER, "grad_cos")
+# grad-cos over training per tensor: mean, over the first and the last 10% of the records, share of positive ones.
+GRAD_COS = (
+    "checkpoint", "configuration", *LAYER, "records", "mean_cos", "early_cos", "late_cos", "positive_share",
+)  # fmt: skip
+
 # rep-change: linear CKA between pretrained and fine-tuned hidden states, one row per tower and block.
 REP_CHANGE = ("tower", "block", "position", "order", "inputs", "cka")
 
@@ -160,6 +176,10 @@ ALL = {
     "tsne": TSNE,
     "tsne_metrics": TSNE_METRICS,
     "rep_change": REP_CHANGE,
+    "channels": CHANNELS,
+    "channel_concentration": CHANNEL_CONCENTRATION,
+    "grad_cos_steps": GRAD_COS_STEPS,
+    "grad_cos": GRAD_COS,
     "per_class": PER_CLASS,
     "per_class_configs": PER_CLASS_CONFIGS,
     "per_class_confusion": CONFUSION_CHANGE,
