@@ -107,9 +107,7 @@ def _grad_sums(p: argparse.ArgumentParser) -> None:
 
 def _tsne(p: argparse.ArgumentParser) -> None:
     """The fields of TsneOptions."""
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--pretrained", help=PRETRAINED_HELP)
-    p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
+    _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space (default: the one trained on)")
     p.add_argument("--max-classes", type=int, default=10, help="classes shown (default 10)")
     p.add_argument("--max-images", type=int, default=400, help="test images at most (default 400)")
@@ -123,9 +121,7 @@ def _tsne(p: argparse.ArgumentParser) -> None:
 
 def _rep_change(p: argparse.ArgumentParser) -> None:
     """The fields of RepChangeOptions."""
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--pretrained", help=PRETRAINED_HELP)
-    p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
+    _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space of the test images")
     p.add_argument("--max-images", type=int, default=512, help="test images at most (default 512)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")

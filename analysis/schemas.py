@@ -84,6 +84,9 @@ GRAD_COS = (
 
 # rep-change: linear CKA between pretrained and fine-tuned hidden states, one row per tower and block.
 REP_CHANGE = ("tower", "block", "position", "order", "inputs", "cka")
+# rep-change of several runs: each run's rows, and per configuration the mean and sample std over its seeds.
+REP_RUNS = ("checkpoint", "configuration", *REP_CHANGE)
+REP_CONFIGS = ("configuration", "runs", "tower", "block", "position", "order", "inputs", "cka_mean", "cka_std")
 
 # results: one row per results.json found under the run root.
 RESULTS_RUNS = (
@@ -176,6 +179,8 @@ ALL = {
     "tsne": TSNE,
     "tsne_metrics": TSNE_METRICS,
     "rep_change": REP_CHANGE,
+    "rep_change_runs": REP_RUNS,
+    "rep_change_configs": REP_CONFIGS,
     "channels": CHANNELS,
     "channel_concentration": CHANNEL_CONCENTRATION,
     "grad_cos_steps": GRAD_COS_STEPS,
