@@ -178,11 +178,14 @@ def _results(p: argparse.ArgumentParser) -> None:
 
 def _report(p: argparse.ArgumentParser) -> None:
     """The fields of ReportOptions."""
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or sweep folders (every run under)")
     p.add_argument("--title", help="report title")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
     p.add_argument(
-        "--no-data-passes", dest="data_passes", action="store_false", help="skip grad-sums, tsne and rep-change"
+        "--no-data-passes",
+        dest="data_passes",
+        action="store_false",
+        help="skip the passes over images: grad-sums screening, per-class, tsne and rep-change",
     )
     p.add_argument("--max-images", type=int, default=400, help="test images for tsne and rep-change (default 400)")
     p.add_argument("--max-classes", type=int, default=10, help="classes in the t-SNE (default 10)")

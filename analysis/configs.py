@@ -81,7 +81,14 @@ def configuration_labels(
     differing.sort(key=lambda p: (_FIRST.index(p[-1]) if p[-1] in _FIRST else len(_FIRST), p))
     if ("recipe",) in paths and ("recipe",) not in differing:
         differing.insert(0, ("recipe",))  # the recipe always leads, so a label reads as what was trained
-    names = {key: " ".join(_describe(p, first[key].get(p)) for p in differing) for key in distinct}
+    # only the settings that tell configurations apart beyond the ones before them (a recipe's own lr is implied)
+    kept: list[tuple[str, ...]] = []
+    for path in differing:
+        before = len({tuple(repr(first[k].get(p)) for p in kept) for k in distinct})
+        after = len({tuple(repr(first[k].get(p)) for p in [*kept, path]) for k in distinct})
+        if after > before or path == ("recipe",):
+            kept.append(path)
+    names = {key: " ".join(_describe(p, first[key].get(p)) for p in kept) for key in distinct}
     if len(set(names.values())) < len(names):  # two configurations only a hidden setting tells apart
         names = {key: f"{name} #{i + 1}" for i, (key, name) in enumerate(names.items())}
     return [names[key] for key in keys]

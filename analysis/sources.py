@@ -284,16 +284,17 @@ def weights_source(first: str, second: str) -> Source:
 
 def find_runs(paths: Sequence[str | Path]) -> list[str]:
     """``paths`` with every folder that is not itself a run (no checkpoint, not a Dassl output) replaced by the
-    clipfit runs under it (a sweep: every ``checkpoint.safetensors`` found recursively, outside ``eval/``), sorted."""
+    clipfit runs under it (a sweep: every ``checkpoint.safetensors`` found recursively, outside ``eval/``; sorted,
+    each once)."""
     found: list[str] = []
     for given in paths:
         path = Path(given).expanduser()
         if not path.is_dir() or checkpoint_file(path).is_file() or looks_like_dassl(path):
-            found.append(str(given))
+            found.append(str(given))  # as given, even twice (a run compared with itself)
             continue
         runs = sorted(f.parent for f in path.rglob(CHECKPOINT_FILE) if EVAL_DIR not in f.relative_to(path).parts)
-        found += [str(r) for r in runs] or [str(given)]  # none: load_source says what the folder lacks
-    return list(dict.fromkeys(found))
+        found += [str(r) for r in runs if str(r) not in found] or [str(given)]  # none: load_source says what lacks
+    return found
 
 
 def configurations(sources: Sequence[Source]) -> list[str]:

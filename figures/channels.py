@@ -106,3 +106,15 @@ def caption_channels(channels: pd.DataFrame, concentration: pd.DataFrame) -> str
             sentence += f"; the same top channel [{int(top['top_channel'])}] in {same} of {len(seeds)} seeds"
         parts.append(sentence)
     return "Per-channel change of the 1-D tensors (LayerNorm gains and biases, biases). " + "; ".join(parts) + "."
+
+
+def finding_channels(concentration: pd.DataFrame) -> str:
+    """The headline: how concentrated the first run's most-changed tensor is."""
+    checkpoint = concentration["checkpoint"].iloc[0]
+    own = concentration[concentration["checkpoint"] == checkpoint]
+    top = own.loc[own["sq_change"].idxmax()]
+    return (
+        f"Channels ({checkpoint}): in {tensor_name(top)}, the most-changed tensor, the top 1% of channels carry "
+        f"{_pct(top['top1_share'])} and the top 10% {_pct(top['top10_share'])} of the squared change (Gini "
+        f"{top['gini']:.2f}); its largest: channel {int(top['top_channel'])} ({top['top_change']:+.3g})."
+    )

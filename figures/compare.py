@@ -84,7 +84,7 @@ def draw_group_change(table: pd.DataFrame) -> Figure:
     palette = dict(zip(names, colours(len(names)), strict=True))
     height = 0.8 / len(names)
     with styled():
-        fig = new_figure(11, max(3.0, 0.18 * len(groups) * len(names) + 1.4))
+        fig = new_figure(11, max(3.0, 0.12 * len(groups) * len(names) + 1.8))
         axes = fig.subplots(1, 2, sharey=True)
         for ax, value, xlabel in (
             (axes[0], "sq_change", "Σ ||θ−θ₀||² over the group"),
@@ -103,7 +103,8 @@ def draw_group_change(table: pd.DataFrame) -> Figure:
         axes[0].invert_yaxis()
         axes[0].set_title("absolute")
         axes[1].set_title("normalised by the group's size")
-        axes[1].legend(loc="best")
+        handles, legend = axes[0].get_legend_handles_labels()
+        fig.legend(handles, legend, loc="outside lower center", ncol=min(3, len(names)))
         what = "layer group" if level == "group" else "module family"
         fig.suptitle(f"Change per {what}, configurations on one scale (mean over seeds, error bars: std)")
     return fig
@@ -178,3 +179,29 @@ def caption_family_depth(table: pd.DataFrame) -> str:
             f"most in total {families.idxmax()} ({share:.0%} of the tower's change)"
         )
     return f"Change per value by module family and depth ({checkpoint}); " + "; ".join(parts) + "."
+
+
+def finding_group_change(table: pd.DataFrame) -> str:
+    """The headline: each configuration's values changed, in total and per value (the first four)."""
+    part = table[table["level"] == group_level(table)]
+    items = []
+    for config in list(dict.fromkeys(part["configuration"]))[:4]:
+        own = part[part["configuration"] == config]
+        numel, total = own["numel"].sum(), own["sq_change_mean"].sum()
+        items.append(f"{config} {int(numel):,d} values, Σ‖θ−θ₀‖² {_fmt(total)} ({_fmt(total / numel)} per value)")
+    return "Change on one scale: " + "; ".join(items) + "."
+
+
+def finding_lambda(table: pd.DataFrame) -> str:
+    """The headline of Fig. 4 right: each layer group's summed change under the two configurations, and the ratio."""
+    configs = list(dict.fromkeys(table["configuration"]))[:2]
+    if len(configs) < 2:
+        return ""
+    sums = table.groupby(["configuration", "group"], sort=False)["sq_change_mean"].sum()
+    groups = list(dict.fromkeys(table["group"]))
+    items = []
+    for group in groups:
+        a, b = sums.get((configs[0], group), math.nan), sums.get((configs[1], group), math.nan)
+        ratio = f" ({a / b:.2f}×)" if b and b == b and a == a else ""
+        items.append(f"{group} {_fmt(a)} vs {_fmt(b)}{ratio}")
+    return f"Fig. 4 right, {configs[0]} against {configs[1]} (summed squared change): " + "; ".join(items) + "."

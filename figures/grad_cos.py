@@ -8,10 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from figures.style import colours, new_figure, require, sequential, styled
 
 TEXT_BIAS = "text FFN-out bias"
+MAX_GROUPS = 6  # layer groups drawn over training (a full fine-tune has dozens)
+STYLES = ("-", "--", ":", "-.", (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
 
 
 def _runs(part: pd.DataFrame) -> str:
@@ -35,12 +38,14 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     configs = list(dict.fromkeys(summary["configuration"]))
     curves = group_curves(steps)
     window = max(1, steps["step"].nunique() // 25)
+    everything = list(dict.fromkeys(steps.sort_values("order")["group"]))
+    # the groups most configurations train come first (they compare), each count in forward order
+    present = {c: set(curves.loc[curves["configuration"] == c, "group"]) for c in configs}
+    groups = sorted(everything, key=lambda g: -sum(g in present[c] for c in configs))[:MAX_GROUPS]
+    palette = dict(zip(groups, colours(len(groups)), strict=True))
     with styled():
-        fig = new_figure(15, 4.0)
+        fig = new_figure(15, 4.6)
         left, middle, right = fig.subplots(1, 3)
-        styles = ("-", "--", ":", "-.")
-        groups = list(dict.fromkeys(steps.sort_values("order")["group"]))
-        palette = dict(zip(groups, colours(len(groups)), strict=True))
         for c, config in enumerate(configs):
             for group in groups:
                 line = curves[(curves["configuration"] == config) & (curves["group"] == group)]
@@ -48,16 +53,20 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
                     continue
                 mean = line["mean"].rolling(window, center=True, min_periods=1).mean()
                 std = line["std"].rolling(window, center=True, min_periods=1).mean()
-                left.plot(
-                    line["step"], mean, color=palette[group], linestyle=styles[c % 4], label=f"{group} ({config})"
-                )
+                left.plot(line["step"], mean, color=palette[group], linestyle=STYLES[c % len(STYLES)], linewidth=1)
                 if std.notna().any():
-                    left.fill_between(line["step"], mean - std, mean + std, color=palette[group], alpha=0.15)
+                    left.fill_between(line["step"], mean - std, mean + std, color=palette[group], alpha=0.12)
         left.axhline(0, color="#999", linewidth=0.8)
         left.set_xlabel("step")
         left.set_ylabel("cos(g_t, g_{t−1})")
-        left.set_title("mean over each layer group")
-        left.legend(fontsize=6)
+        shown = f" ({len(groups)} of {len(everything)} groups)" if len(groups) < len(everything) else ""
+        left.set_title(f"mean over each layer group{shown}")
+        handles = [Line2D([], [], color=palette[g], label=g) for g in groups]
+        handles += [
+            Line2D([], [], color="#444", linestyle=STYLES[c % len(STYLES)], label=config)
+            for c, config in enumerate(configs)
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(5, len(handles)), fontsize=7)
         text = steps[(steps["group"] == TEXT_BIAS) & (steps["configuration"] == configs[0])]
         blocks = sorted(int(b) for b in text["block"].dropna().unique())
         for block, colour in zip(blocks, sequential(len(blocks)), strict=True):
@@ -112,3 +121,12 @@ def caption_grad_cos(summary: pd.DataFrame) -> str:
     return "Cosine between successive steps' gradients of each trained tensor (1 = the same direction), mean over " + (
         "training: " + "; ".join(parts) + "."
     )
+
+
+def finding_grad_cos(summary: pd.DataFrame) -> str:
+    """The headline: per layer group of the first configuration, the mean cosine, early and late."""
+    config = summary["configuration"].iloc[0]
+    own = summary[summary["configuration"] == config]
+    groups = own.groupby("group", sort=False)[["mean_cos", "early_cos", "late_cos"]].mean()
+    items = [f"{g} {r['mean_cos']:.2f} ({r['early_cos']:.2f} → {r['late_cos']:.2f})" for g, r in groups.iterrows()]
+    return f"Gradient consistency ({config}): mean cos of successive gradients, early → late: " + "; ".join(items) + "."

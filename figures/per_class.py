@@ -146,3 +146,21 @@ def caption_per_class(configs: pd.DataFrame, confusion: pd.DataFrame, correlatio
             )
         parts.append(sentence)
     return "Per-class accuracy, zero-shot against fine-tuned (points = percentage points). " + "; ".join(parts) + "."
+
+
+def finding_per_class(configs: pd.DataFrame, correlation: pd.DataFrame) -> str:
+    """The headline of each configuration: classes gained and lost, the largest loss, the correlation of text
+    movement and accuracy change."""
+    items = []
+    for config in dict.fromkeys(configs["configuration"]):
+        part = configs[configs["configuration"] == config]
+        worst = part.loc[part["delta_mean"].idxmin()]
+        r = _correlation(correlation, config)
+        item = (
+            f"{config} ({_runs(part)}) {int((part['delta_mean'] > 0).sum())} of {len(part)} classes gained, "
+            f"{int((part['delta_mean'] < 0).sum())} lost (largest loss {worst['classname']}, {worst['subset']}, "
+            f"{worst['delta_mean']:+.1f} points"
+        )
+        item += f"; r = {r['pearson']:.2f}, ρ = {r['spearman']:.2f})" if r is not None else ")"
+        items.append(item)
+    return "Per class, with the correlation of text-feature movement and accuracy change: " + "; ".join(items) + "."

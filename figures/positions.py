@@ -73,8 +73,8 @@ def draw_position_bars(
             ax.set_ylabel(axis)
             if log:
                 ax.set_yscale("log")
-            if len(checkpoints) > 1:
-                ax.legend()
+            if len(checkpoints) > 1 and ax is axes.flat[0]:
+                ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(groups) :]:
             ax.set_visible(False)
         fig.suptitle(title)

@@ -102,3 +102,18 @@ def caption_rep_configs(table: pd.DataFrame) -> str:
     return "Linear CKA between pretrained and fine-tuned hidden states per block (1 = unchanged); " + (
         "; ".join(parts) + "."
     )
+
+
+def finding_rep_change(table: pd.DataFrame) -> str:
+    """The headline: per tower, where the representation moved most (REP_CHANGE, or the first configuration of
+    REP_CONFIGS)."""
+    if "configuration" in table.columns:
+        first = table[table["configuration"] == table["configuration"].iloc[0]]
+        table = first.rename(columns={"cka_mean": "cka"})
+    items = []
+    for tower in dict.fromkeys(table["tower"]):
+        part = table[table["tower"] == tower]
+        low = part.loc[part["cka"].idxmin()]
+        where = "output" if low["position"] == "output" else f"block {low['position']}"
+        items.append(f"{tower} tower most at {where} (1 − CKA {1 - low['cka']:.2g})")
+    return "Representations: " + "; ".join(items) + "."

@@ -66,3 +66,19 @@ def caption_tsne(metrics: pd.DataFrame, configurations: Mapping[str, str] | None
         f"t-SNE of the image features of the same {int(first['images'])} test images of {int(first['classes'])} "
         f"classes under each model, coloured by class; in the original feature space: {'; '.join(parts)}."
     )
+
+
+def finding_tsne(metrics: pd.DataFrame, configurations: Mapping[str, str] | None = None) -> str:
+    """The headline: k-NN accuracy and silhouette of the zero-shot features and of each fine-tuned model (each
+    configuration's mean over its seeds)."""
+    if len(metrics) < 2:
+        return ""
+    groups = metrics.assign(group=metrics["model"].map(lambda m: (configurations or {}).get(m, m)))
+    items = [
+        f"{group} {part['knn_acc'].mean():.1f}% (silhouette {part['silhouette'].mean():.3f})"
+        for group, part in groups.groupby("group", sort=False)
+    ]
+    first = metrics.iloc[0]
+    return f"Image features, {int(first['k'])}-NN accuracy on {int(first['images'])} test images: " + (
+        ", ".join(items) + "."
+    )

@@ -16,7 +16,7 @@ from analysis.commands.bundle import announce, write_figure
 from analysis.commands.common import Common, load_sources
 from analysis.outputs import OutputDir
 from analysis.sources import Source, configurations, default_labels
-from figures.channels import caption_channels, draw_channels
+from figures.channels import caption_channels, draw_channels, finding_channels
 from figures.report import ReportFigure
 
 
@@ -61,6 +61,7 @@ def run_channels(opts: ChannelsOptions, common: Common, sources: list[Source] | 
         caption_channels(channels, concentration),
         [s.signature for s in sources],
         summary,
+        finding=finding_channels(concentration),
     )
     return [figure]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from analysis.errors import AnalysisError
-from analysis.sources import WEIGHTS_KIND, Source, load_source, parse_pretrained, weights_source
+from analysis.sources import WEIGHTS_KIND, Source, find_runs, load_source, parse_pretrained, weights_source
 from clipfit.checkpoint import CheckpointError, apply_checkpoint, checkpoint_values
 from clipfit.config import RunConfig, resolve
 from clipfit.console import run_command, setup_logging
@@ -139,7 +139,7 @@ def load_sources(
         return [weights_source(*weights)]
     if not checkpoints:
         raise AnalysisError("nothing to analyse: give run directories (CKPT ...) or --weights ARCH:A ARCH:B")
-    return [load_source(p, pretrained, recipe) for p in checkpoints]
+    return [load_source(p, pretrained, recipe) for p in find_runs(checkpoints)]  # a sweep folder: its runs
 
 
 def train_batches(data: RunData, spec, batch_size: int, batches: int, seed: int) -> Iterator[tuple]:

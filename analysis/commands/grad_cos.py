@@ -20,7 +20,7 @@ from analysis.grad_cos import grad_cos_steps, grad_cos_summary, has_grad_cos
 from analysis.outputs import OutputDir
 from analysis.sources import Source, configurations, default_labels
 from clipfit.rundir import read_jsonl
-from figures.grad_cos import caption_grad_cos, draw_grad_cos
+from figures.grad_cos import caption_grad_cos, draw_grad_cos, finding_grad_cos
 from figures.report import ReportFigure
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def run_grad_cos(
         caption_grad_cos(summary),
         [s.signature for s in logged],
         {"runs": dict(zip(labels, config_of, strict=True)), "skipped": skipped},
+        finding=finding_grad_cos(summary),
     )
     return [figure]
 

@@ -42,6 +42,8 @@ from figures.compare import (
     draw_family_depth,
     draw_group_change,
     draw_param_configs,
+    finding_group_change,
+    finding_lambda,
 )
 from figures.param_change import (
     AXIS,
@@ -49,6 +51,7 @@ from figures.param_change import (
     caption_param_steps,
     draw_param_change,
     draw_param_steps,
+    finding_param_change,
 )
 from figures.report import ReportFigure
 
@@ -90,6 +93,9 @@ def run_param_change(
     configs = configuration_change(table, dict(zip(labels, config_of, strict=True)), _seeds(sources, labels))
     seeds_pooled = len(set(config_of)) < len(sources)
     only_lambda = len(set(config_of)) == 2 and len(differing_only([s.settings for s in sources], LAMBDA, NEUTRAL)) > 0
+    if only_lambda:  # λ = 8 before λ = 0, as the paper draws them
+        weight = {c: s.reg_weight or 0.0 for s, c in zip(sources, config_of, strict=True)}
+        configs = configs.sort_values("configuration", key=lambda c: -c.map(weight), kind="stable")
     title = "Per-layer parameter change (paper Fig. 3)"
     if only_lambda or (len(sources) == 2 and len({s.reg_weight for s in sources}) > 1):
         title = "Per-layer parameter change with different regulariser weights (paper Fig. 4 right)"
@@ -108,7 +114,8 @@ def run_param_change(
     else:
         tables, caption = table, caption_param_change(table, opts.measure)
         draw = lambda: draw_param_change(table, opts.measure)  # noqa: E731
-    figures = [write_figure(out, "param_change", tables, draw, title, caption, signatures, summary)]
+    finding = finding_lambda(configs) if only_lambda else finding_param_change(table, opts.measure)
+    figures = [write_figure(out, "param_change", tables, draw, title, caption, signatures, summary, finding=finding)]
     figures += _comparisons(table, configs, sources, labels, config_of, out, only_lambda)
     logs = [(s, label) for s, label in named if s.layers_file is not None]
     if logs:
@@ -154,7 +161,8 @@ def _comparisons(
     over many groups), Fig. 4 right of a lambda pair among other configurations, and the change in depth."""
     figures = []
     signatures = [s.signature for s in sources]
-    spread = table.groupby("checkpoint")["group"].nunique().max() > MAX_GROUP_ROWS
+    groups_of = table.groupby("checkpoint", sort=False)["group"].nunique()
+    spread = groups_of.max() > MAX_GROUP_ROWS
     if len(sources) > 1 or spread:
         groups = group_change(table, dict(zip(labels, config_of, strict=True)), _seeds(sources, labels))
         figures.append(
@@ -167,13 +175,14 @@ def _comparisons(
                 caption_group_change(groups),
                 signatures,
                 {"configurations": sorted(set(config_of))},
+                finding=finding_group_change(groups),
             )
         )
     pairs = differing_only([s.settings for s in sources], LAMBDA, NEUTRAL)
     if pairs and not only_lambda:
-        i, j = pairs[0]
+        i, j = sorted(pairs[0], key=lambda k: -(sources[k].reg_weight or 0))  # λ = 8 first, as in the paper
         pair = [config_of[i], config_of[j]]
-        chosen = configs[configs["configuration"].isin(pair)]
+        chosen = pd.concat([configs[configs["configuration"] == c] for c in pair], ignore_index=True)
         weights = {config_of[i]: sources[i].reg_weight, config_of[j]: sources[j].reg_weight}
         figures.append(
             write_figure(
@@ -185,10 +194,12 @@ def _comparisons(
                 caption_param_configs(chosen),
                 signatures,
                 {"reg_weights": weights},
+                finding=finding_lambda(chosen),
             )
         )
     if spread:
-        families = family_depth(table[table["checkpoint"] == labels[0]])
+        widest = groups_of[groups_of > MAX_GROUP_ROWS].index[0]  # the first run whose change is spread
+        families = family_depth(table[table["checkpoint"] == widest])
         figures.append(
             write_figure(
                 out,

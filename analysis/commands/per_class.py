@@ -41,7 +41,7 @@ from analysis.per_class import (
 from analysis.sources import Source, configurations, default_labels
 from clipfit.evaluate import cap_samples, image_features, predict_classes
 from clipfit.heads import ClipHead
-from figures.per_class import caption_per_class, draw_per_class
+from figures.per_class import caption_per_class, draw_per_class, finding_per_class
 from figures.report import ReportFigure
 
 
@@ -131,6 +131,7 @@ def run_per_class(opts: PerClassOptions, common: Common, sources: list[Source] |
         caption_per_class(configs, confusion, correlation),
         [s.signature for s in sources],
         summary,
+        finding=finding_per_class(configs, correlation),
     )
     return [figure]
 

@@ -36,7 +36,13 @@ from analysis.rep_change import rep_change, rep_change_configs
 from analysis.schemas import REP_RUNS
 from analysis.sources import Source, configurations, default_labels
 from clipfit.prompts import class_tokens
-from figures.rep_change import caption_rep_change, caption_rep_configs, draw_rep_change, draw_rep_configs
+from figures.rep_change import (
+    caption_rep_change,
+    caption_rep_configs,
+    draw_rep_change,
+    draw_rep_configs,
+    finding_rep_change,
+)
 from figures.report import ReportFigure
 
 
@@ -95,6 +101,7 @@ def run_rep_change(opts: RepChangeOptions, common: Common) -> list[ReportFigure]
     signatures = [s.signature for s in sources]
     if len(sources) == 1:
         draw, caption, tables = (lambda: draw_rep_change(table)), caption_rep_change(table), table
+        finding = finding_rep_change(table)
     else:
         labels, config_of = default_labels(sources), configurations(sources)
         runs = pd.concat(
@@ -105,9 +112,10 @@ def run_rep_change(opts: RepChangeOptions, common: Common) -> list[ReportFigure]
         configs = rep_change_configs(runs)
         tables = {"rep_change": table, "rep_change_runs": runs[list(REP_RUNS)], "rep_change_configs": configs}
         draw, caption = (lambda: draw_rep_configs(configs)), caption_rep_configs(configs)
+        finding = finding_rep_change(configs)
         title += ", configurations side by side"
         summary = {**summary, "runs": dict(zip(labels, config_of, strict=True))}
-    figure = write_figure(out, "rep_change", tables, draw, title, caption, signatures, summary)
+    figure = write_figure(out, "rep_change", tables, draw, title, caption, signatures, summary, finding=finding)
     return [figure]
 
 

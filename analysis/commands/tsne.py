@@ -33,7 +33,7 @@ from analysis.outputs import OutputDir
 from analysis.sources import configurations, default_labels
 from analysis.tsne import tsne_tables
 from figures.report import ReportFigure
-from figures.tsne import caption_tsne, draw_tsne
+from figures.tsne import caption_tsne, draw_tsne, finding_tsne
 
 
 @dataclass
@@ -105,6 +105,7 @@ def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
         caption_tsne(metrics, config_of if len(sources) > 1 else None),
         [s.signature for s in sources],
         summary,
+        finding=finding_tsne(metrics, config_of),
     )
     return [figure]
 
