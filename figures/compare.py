@@ -143,13 +143,14 @@ def draw_family_depth(table: pd.DataFrame) -> Figure:
     checkpoint = table["checkpoint"].iloc[0]
     own = table[table["checkpoint"] == checkpoint]
     towers = list(dict.fromkeys(own["tower"]))
+    everything = list(dict.fromkeys(own.sort_values("order")["family"]))
+    palette = dict(zip(everything, colours(len(everything)), strict=True))  # one colour per family in both towers
     with styled():
         fig = new_figure(4.6 * len(towers) + 0.5, 3.6)
         axes = fig.subplots(1, len(towers), squeeze=False, sharey=True)[0]
         for ax, tower in zip(axes, towers, strict=True):
             part = own[own["tower"] == tower]
             families = list(dict.fromkeys(part.sort_values("order")["family"]))
-            palette = dict(zip(families, colours(len(families)), strict=True))
             ticks = part.drop_duplicates("order").sort_values("order")
             for family in families:
                 line = part[part["family"] == family].sort_values("order")

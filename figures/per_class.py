@@ -13,6 +13,13 @@ from matplotlib.figure import Figure
 from figures.style import PALETTE, new_figure, require, styled
 
 TOP = 5  # classes gained and lost shown per configuration
+
+
+def _r(value: float) -> str:
+    """A correlation to two decimals, without a minus sign on a rounded zero."""
+    return f"{round(value, 2) + 0.0:.2f}"
+
+
 COLUMNS = 8  # predicted classes shown in the confusion change
 
 
@@ -88,7 +95,7 @@ def draw_per_class(configs: pd.DataFrame, confusion: pd.DataFrame, correlation: 
                 ax.scatter(own["text_cos_mean"], own["delta_mean"], s=14, color=colour[subset], label=subset)
             ax.axhline(0, color="#999", linewidth=0.8)
             r = _correlation(correlation, config)
-            stats = f"r = {r['pearson']:.2f}, ρ = {r['spearman']:.2f}" if r is not None else ""
+            stats = f"r = {_r(r['pearson'])}, ρ = {_r(r['spearman'])}" if r is not None else ""
             ax.set_title(f"text movement vs accuracy change ({stats})")
             ax.set_xlabel("cos(t_c, t0_c)  (1 = unmoved)")
             ax.set_ylabel("accuracy change (points)")
@@ -142,7 +149,7 @@ def caption_per_class(configs: pd.DataFrame, confusion: pd.DataFrame, correlatio
         if r is not None:
             sentence += (
                 f"; cos(t_c, t0_c) against the accuracy change over {int(r['classes'])} classes: "
-                f"Pearson r = {r['pearson']:.2f}, Spearman ρ = {r['spearman']:.2f}"
+                f"Pearson r = {_r(r['pearson'])}, Spearman ρ = {_r(r['spearman'])}"
             )
         parts.append(sentence)
     return "Per-class accuracy, zero-shot against fine-tuned (points = percentage points). " + "; ".join(parts) + "."
@@ -161,6 +168,6 @@ def finding_per_class(configs: pd.DataFrame, correlation: pd.DataFrame) -> str:
             f"{int((part['delta_mean'] < 0).sum())} lost (largest loss {worst['classname']}, {worst['subset']}, "
             f"{worst['delta_mean']:+.1f} points"
         )
-        item += f"; r = {r['pearson']:.2f}, ρ = {r['spearman']:.2f})" if r is not None else ")"
+        item += f"; r = {_r(r['pearson'])}, ρ = {_r(r['spearman'])})" if r is not None else ")"
         items.append(item)
     return "Per class, with the correlation of text-feature movement and accuracy change: " + "; ".join(items) + "."
