@@ -189,6 +189,9 @@ def _report(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-images", type=int, default=400, help="test images for tsne and rep-change (default 400)")
     p.add_argument("--max-classes", type=int, default=10, help="classes in the t-SNE (default 10)")
+    p.add_argument(
+        "--class-images", type=int, default=800, help="test images per label space for per-class (default 800)"
+    )
     p.add_argument("--batches", type=int, default=4, help="batches for the gradient sums (default 4)")
     p.add_argument("--published", action="store_true", help="add the published ViT-B/16 numbers")
     _common(p, "report", device=True)

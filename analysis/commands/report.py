@@ -59,6 +59,7 @@ class ReportOptions:
     data_passes: bool = True  # grad-sums (first run), per-class, tsne and rep-change (they read images)
     max_images: int = 400  # cap for tsne and rep-change
     max_classes: int = 10  # classes in the t-SNE
+    class_images: int = 800  # test images per label space in per-class (evenly spaced; 25 per class on shapes)
     batches: int = 4  # grad-sums batches
     published: bool = False  # add the published numbers of PAPER.md section 8 to the results tables
 
@@ -161,7 +162,8 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         figures += run_grad_sums(
             GradSumsOptions(str(first.path), batches=opts.batches, all_candidates=True, curves=False), sub["grad-sums"]
         )
-        figures += run_per_class(PerClassOptions(runs_paths), sub["per-class"], passes)
+        per_class = PerClassOptions(runs_paths, max_images=opts.class_images)
+        figures += run_per_class(per_class, sub["per-class"], passes)
         figures += run_tsne(
             TsneOptions(runs_paths, max_classes=opts.max_classes, max_images=opts.max_images), sub["tsne"]
         )
