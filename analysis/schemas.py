@@ -39,6 +39,11 @@ PARAM_FAMILIES = (
 GRAD_SUMS = ("rank", *LAYER, "numel", "in_recipe", "batches", "grad_sq_sum", "grad_sq_per_value")
 # paper Fig. 4 left: each trained tensor's squared gradients summed over every training step (layers.jsonl).
 GRAD_TRAINING = ("checkpoint", *LAYER, "numel", "steps", "grad_sq_sum", "grad_sq_per_value")
+# Fig. 4 left over the runs (seeds) of each configuration: mean and sample std per tensor.
+GRAD_TRAINING_CONFIGS = (
+    "configuration", "runs", "seeds", *LAYER, "numel", "steps", "grad_sq_sum_mean", "grad_sq_sum_std",
+    "grad_sq_per_value_mean", "grad_sq_per_value_std",
+)  # fmt: skip
 # per-step squared gradient sums of the trained tensors, from a run's layers.jsonl.
 GRAD_STEPS = ("checkpoint", "step", "epoch", *LAYER, "grad_sq", "grad_sq_cum")
 
@@ -175,6 +180,7 @@ ALL = {
     "param_change_families": PARAM_FAMILIES,
     "grad_sums": GRAD_SUMS,
     "grad_sums_training": GRAD_TRAINING,
+    "grad_sums_training_configs": GRAD_TRAINING_CONFIGS,
     "grad_sums_steps": GRAD_STEPS,
     "tsne": TSNE,
     "tsne_metrics": TSNE_METRICS,
