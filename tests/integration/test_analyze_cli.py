@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -209,10 +210,19 @@ def test_two_plain_open_clip_weight_files(shared_tiny_weights, tmp_path, monkeyp
 
     a = load_file(shared_tiny_weights)
     torch.manual_seed(99)
-    c = build_model("clipfit-tiny", "none").model.state_dict()
+    other = build_model("clipfit-tiny", "none").model
+    c = other.state_dict()
     b = {k: a[k] + 0.5 * (c[k] - a[k]) if a[k].is_floating_point() else a[k] for k in a}
     torch.save(b, tmp_path / "wise-ft.pt")
-    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: pytest.fail("a weights file went to torch.load"))
+    tokens = torch.zeros(2, 77, dtype=torch.long)
+    tokens[:, :2] = torch.tensor([49406, 49407])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated, but it is the format of OpenAI's archives
+        torch.jit.trace(other, (torch.randn(2, 3, 32, 32), tokens), strict=False, check_trace=False).save(
+            str(tmp_path / "openai-like.pt")
+        )
+    for module, name in ((torch, "load"), (torch.jit, "load")):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: pytest.fail("a weights file went to torch.load"))
     pair = ["--weights", f"clipfit-tiny:{shared_tiny_weights}", f"clipfit-tiny:{tmp_path / 'wise-ft.pt'}"]
     out = tmp_path / "pc"
     assert main(["param-change", *pair, "--out", str(out)]) == 0
@@ -221,6 +231,11 @@ def test_two_plain_open_clip_weight_files(shared_tiny_weights, tmp_path, monkeyp
     assert set(table.index) == set(params)  # every parameter compared, not a recipe's
     expected = {n: 0.25 * float((c[n].double() - a[n].double()).pow(2).sum()) for n in params}
     assert table["sq_change"].to_dict() == pytest.approx(expected, rel=1e-6)
+    # an OpenAI TorchScript archive against the interpolation: B - C = (A - C) / 2, the same squared change
+    archive = ["--weights", f"clipfit-tiny:{tmp_path / 'openai-like.pt'}", f"clipfit-tiny:{tmp_path / 'wise-ft.pt'}"]
+    assert main(["param-change", *archive, "--out", str(tmp_path / "ts-pc")]) == 0
+    from_archive = pd.read_csv(tmp_path / "ts-pc" / "param_change.csv").set_index("name")["sq_change"]
+    assert from_archive.to_dict() == pytest.approx(expected, rel=1e-6)
     # not confined to a few groups: grouped by module family, and placed in depth
     groups = pd.read_csv(out / "param_change_groups.csv")
     families = set(groups.loc[groups["level"] == "family", "group"])
@@ -462,3 +477,9 @@ def test_a_comparison_report_over_a_sweep(tiny_run, seed2_run, lambda_pair, tmp_
     assert '<div class="scroll"><table>' in page and ".scroll { overflow-x: auto;" in page  # wide tables scroll
     markdown = (out / "report.md").read_text()
     assert "## Summary" in markdown and "## Contents" in markdown and "clipfit λ=8 | " in markdown
+    # Fig. 4 left over seeds: the mean of the two seeds' sums over training
+    fig4 = pd.read_csv(out / "grad-sums" / "grad_sums_training_configs.csv").set_index(["configuration", "name"])
+    per_run = pd.read_csv(out / "grad-sums" / "grad_sums_training.csv")
+    seeds = per_run[per_run["checkpoint"].str.startswith("clipfit λ=8")].groupby("name")["grad_sq_sum"].mean()
+    assert fig4.xs("clipfit λ=8")["grad_sq_sum_mean"].to_dict() == pytest.approx(seeds.to_dict())
+    assert (fig4.xs("clipfit λ=8")["runs"] == 2).all() and (fig4.xs("clipfit λ=0")["runs"] == 1).all()
