@@ -8,8 +8,13 @@ Examples::
     clipfit-analyze grad-sums runs/shapes/base2new/clipfit/shots16/seed1 --all-candidates --batches 16
     clipfit-analyze tsne runs/shapes/base2new/clipfit/shots16/seed1 --max-classes 10
     clipfit-analyze rep-change runs/shapes/base2new/clipfit/shots16/seed1 --max-images 512
+    clipfit-analyze grad-cos runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze channels runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze per-class runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze param-change --weights ViT-B-16:openai ViT-B-16:wise-ft.safetensors
     clipfit-analyze results runs/ --published
     clipfit-analyze report runs/demo/shapes/base2new/clipfit/shots16/seed1 --out reports/demo
+    clipfit-analyze report runs/sweep --out reports/sweep     # every run under runs/sweep, compared
 
 Every sub-command writes to --out (default reports/<sub-command>) a tidy CSV of its numbers, the
 figure as PNG and SVG, and a JSON sidecar with the signature and the command line.
