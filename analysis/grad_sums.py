@@ -172,6 +172,8 @@ def training_configs(
         configurations: checkpoint label -> configuration label; seeds: checkpoint label -> seed.
     """
     frame = table.assign(configuration=table["checkpoint"].map(configurations))
+    order = {c: i for i, c in enumerate(dict.fromkeys(configurations.values()))}  # the runs' order, not the names'
+    frame = frame.sort_values("configuration", key=lambda c: c.map(order), kind="stable")
     stats = over_runs(frame, ["configuration", *LAYER, "numel", "steps"], ["grad_sq_sum", "grad_sq_per_value"])
     runs = frame.drop_duplicates("checkpoint")
     listed = {

@@ -22,6 +22,13 @@ def _runs(part: pd.DataFrame) -> str:
     return f"{runs} seeds" if runs > 1 else "1 run"
 
 
+def shown_groups(table: pd.DataFrame) -> list[str]:
+    """The MAX_GROUPS layer groups drawn and named: those most configurations train first, then in forward order."""
+    everything = list(dict.fromkeys(table.sort_values("order")["group"]))
+    present = {c: set(part["group"]) for c, part in table.groupby("configuration", sort=False)}
+    return sorted(everything, key=lambda g: -sum(g in groups for groups in present.values()))[:MAX_GROUPS]
+
+
 def group_curves(steps: pd.DataFrame) -> pd.DataFrame:
     """Per configuration, group and step: the mean over the group's tensors, then mean and std over the runs."""
     per_run = steps.groupby(["configuration", "checkpoint", "group", "step"], sort=False)["grad_cos"].mean()
@@ -38,10 +45,8 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     configs = list(dict.fromkeys(summary["configuration"]))
     curves = group_curves(steps)
     window = max(1, steps["step"].nunique() // 25)
-    everything = list(dict.fromkeys(steps.sort_values("order")["group"]))
-    # the groups most configurations train come first (they compare), each count in forward order
-    present = {c: set(curves.loc[curves["configuration"] == c, "group"]) for c in configs}
-    groups = sorted(everything, key=lambda g: -sum(g in present[c] for c in configs))[:MAX_GROUPS]
+    everything = list(dict.fromkeys(steps["group"]))
+    groups = shown_groups(steps)
     palette = dict(zip(groups, colours(len(groups)), strict=True))
     with styled():
         fig = new_figure(15, 4.6)
@@ -102,15 +107,18 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
 def caption_grad_cos(summary: pd.DataFrame) -> str:
     """Per configuration: each group's mean cosine (early -> late), and the text biases' block with the highest."""
     parts = []
+    named = shown_groups(summary)
     for config in dict.fromkeys(summary["configuration"]):
         own = summary[summary["configuration"] == config]
         groups = own.groupby("group", sort=False)[["mean_cos", "early_cos", "late_cos", "positive_share"]].mean()
+        others = len(groups) - len(groups.index.intersection(named))
+        groups = groups[groups.index.isin(named)]
         text = ", ".join(
             f"{g} {r['mean_cos']:.2f} ({r['early_cos']:.2f} early → {r['late_cos']:.2f} late, "
             f"{r['positive_share']:.0%} positive)"
             for g, r in groups.iterrows()
         )
-        sentence = f"{config} ({_runs(own)}): {text}"
+        sentence = f"{config} ({_runs(own)}): {text}" + (f" (+{others} groups in grad_cos.csv)" if others else "")
         bias = own[own["group"] == TEXT_BIAS].groupby("block")["mean_cos"].mean()
         if len(bias) > 1:
             sentence += (

@@ -105,11 +105,15 @@ def caption_rep_configs(table: pd.DataFrame) -> str:
 
 
 def finding_rep_change(table: pd.DataFrame) -> str:
-    """The headline: per tower, where the representation moved most (REP_CHANGE, or the first configuration of
-    REP_CONFIGS)."""
+    """The headline: per tower, where the representation moved most (REP_CHANGE); for REP_CONFIGS, each
+    configuration's 1 - CKA of the output feature of each tower."""
     if "configuration" in table.columns:
-        first = table[table["configuration"] == table["configuration"].iloc[0]]
-        table = first.rename(columns={"cka_mean": "cka"})
+        items = []
+        for config, own in table.groupby("configuration", sort=False):
+            out = own[own["position"] == "output"].set_index("tower")["cka_mean"]
+            items.append(f"{config} " + " / ".join(f"{1 - out[t]:.2g}" for t in out.index))
+        towers = " / ".join(dict.fromkeys(table["tower"]))
+        return f"Representations, 1 − CKA of the output feature ({towers}): " + "; ".join(items) + "."
     items = []
     for tower in dict.fromkeys(table["tower"]):
         part = table[table["tower"] == tower]
