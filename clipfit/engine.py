@@ -454,4 +454,6 @@ class Trainer:
         grads = [ckpt.optim.get(name, {}).get(PREVIOUS_GRAD) for name in self.trained]
         if any(g is None for g in grads):
             return None
-        return [g.to(p.device, p.dtype) for g, p in zip(grads, self.params, strict=True)]
+        # fresh allocations, as the clones of an uninterrupted run are: a tensor read from the file may sit at any
+        # offset, and a float reduction over differently aligned memory can round differently
+        return [torch.empty_like(p).copy_(g) for g, p in zip(grads, self.params, strict=True)]
