@@ -8,8 +8,13 @@ Examples::
     clipfit-analyze grad-sums runs/shapes/base2new/clipfit/shots16/seed1 --all-candidates --batches 16
     clipfit-analyze tsne runs/shapes/base2new/clipfit/shots16/seed1 --max-classes 10
     clipfit-analyze rep-change runs/shapes/base2new/clipfit/shots16/seed1 --max-images 512
+    clipfit-analyze grad-cos runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze channels runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze per-class runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze param-change --weights ViT-B-16:openai ViT-B-16:wise-ft.safetensors
     clipfit-analyze results runs/ --published
     clipfit-analyze report runs/demo/shapes/base2new/clipfit/shots16/seed1 --out reports/demo
+    clipfit-analyze report runs/sweep --out reports/sweep     # every run under runs/sweep, compared
 
 Every sub-command writes to --out (default reports/<sub-command>) a tidy CSV of its numbers, the
 figure as PNG and SVG, and a JSON sidecar with the signature and the command line.
@@ -48,6 +53,17 @@ def _common(p: argparse.ArgumentParser, name: str, device: bool = False) -> None
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the written paths")
 
 
+def _weights(p: argparse.ArgumentParser) -> None:
+    """The field ``weights``: two weight files of one open_clip architecture instead of CKPT."""
+    p.add_argument(
+        "--weights",
+        nargs=2,
+        metavar=("ARCH:A", "ARCH:B"),
+        help="compare every parameter of two weight files of one architecture (open_clip state dict, OpenAI "
+        "TorchScript archive or open_clip tag), A as the start: e.g. ViT-B-16:openai ViT-B-16:finetuned.safetensors",
+    )
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     """The fields of DataOptions."""
     g = p.add_argument_group("data (default: the run's own)")
@@ -62,7 +78,8 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 def _param_change(p: argparse.ArgumentParser) -> None:
     """The fields of ParamChangeOptions."""
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="run directory, checkpoint file, or Dassl checkpoint")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT", help="run directory, checkpoint file, or Dassl checkpoint")
+    _weights(p)
     p.add_argument("--labels", nargs="+", help="one label per checkpoint (default: recipe, λ, or the differing path)")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
     p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained (default clipfit)")
@@ -95,9 +112,7 @@ def _grad_sums(p: argparse.ArgumentParser) -> None:
 
 def _tsne(p: argparse.ArgumentParser) -> None:
     """The fields of TsneOptions."""
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--pretrained", help=PRETRAINED_HELP)
-    p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
+    _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space (default: the one trained on)")
     p.add_argument("--max-classes", type=int, default=10, help="classes shown (default 10)")
     p.add_argument("--max-images", type=int, default=400, help="test images at most (default 400)")
@@ -111,14 +126,50 @@ def _tsne(p: argparse.ArgumentParser) -> None:
 
 def _rep_change(p: argparse.ArgumentParser) -> None:
     """The fields of RepChangeOptions."""
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--pretrained", help=PRETRAINED_HELP)
-    p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
+    _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space of the test images")
     p.add_argument("--max-images", type=int, default=512, help="test images at most (default 512)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     _data(p)
     _common(p, "rep-change", device=True)
+
+
+def _runs(p: argparse.ArgumentParser) -> None:
+    """The fields ``checkpoints`` and ``weights`` of the analyses that accept several runs."""
+    p.add_argument(
+        "checkpoints", nargs="*", metavar="CKPT", help="run directories (seeds of one configuration are averaged)"
+    )
+    _weights(p)
+    p.add_argument("--pretrained", help=PRETRAINED_HELP)
+    p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
+
+
+def _per_class(p: argparse.ArgumentParser) -> None:
+    """The fields of PerClassOptions."""
+    _runs(p)
+    p.add_argument("--max-images", type=int, help="test images per label space at most (default: all)")
+    p.add_argument("--worst", type=int, default=5, help="classes whose confusions are shown (default 5)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    _data(p)
+    _common(p, "per-class", device=True)
+
+
+def _channels(p: argparse.ArgumentParser) -> None:
+    """The fields of ChannelsOptions."""
+    _runs(p)
+    p.add_argument(
+        "--max-tensors",
+        type=int,
+        default=16,
+        help="tensors whose every channel goes into channels.csv, the most changed (default 16; 0: all)",
+    )
+    _common(p, "channels")
+
+
+def _grad_cos(p: argparse.ArgumentParser) -> None:
+    """The fields of GradCosOptions."""
+    p.add_argument("checkpoints", nargs="+", metavar="RUN_DIR", help="run directories (their layers.jsonl)")
+    _common(p, "grad-cos")
 
 
 def _results(p: argparse.ArgumentParser) -> None:
@@ -132,14 +183,20 @@ def _results(p: argparse.ArgumentParser) -> None:
 
 def _report(p: argparse.ArgumentParser) -> None:
     """The fields of ReportOptions."""
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or sweep folders (every run under)")
     p.add_argument("--title", help="report title")
     p.add_argument("--pretrained", help=PRETRAINED_HELP)
     p.add_argument(
-        "--no-data-passes", dest="data_passes", action="store_false", help="skip grad-sums, tsne and rep-change"
+        "--no-data-passes",
+        dest="data_passes",
+        action="store_false",
+        help="skip the passes over images: grad-sums screening, per-class, tsne and rep-change",
     )
     p.add_argument("--max-images", type=int, default=400, help="test images for tsne and rep-change (default 400)")
     p.add_argument("--max-classes", type=int, default=10, help="classes in the t-SNE (default 10)")
+    p.add_argument(
+        "--class-images", type=int, default=800, help="test images per label space for per-class (default 800)"
+    )
     p.add_argument("--batches", type=int, default=4, help="batches for the gradient sums (default 4)")
     p.add_argument("--published", action="store_true", help="add the published ViT-B/16 numbers")
     _common(p, "report", device=True)
@@ -165,6 +222,17 @@ COMMANDS: dict[str, Command] = {
     ),
     "tsne": Command("tsne", "t-SNE of zero-shot vs fine-tuned image features (paper Fig. 5)", _tsne),
     "rep-change": Command("rep_change", "linear CKA of each block, pretrained vs fine-tuned", _rep_change),
+    "per-class": Command(
+        "per_class", "zero-shot vs fine-tuned accuracy of every class, confusions, text-feature movement", _per_class
+    ),
+    "channels": Command(
+        "channels",
+        "per-channel change inside the 1-D tensors: concentration and the channels that moved most",
+        _channels,
+    ),
+    "grad-cos": Command(
+        "grad_cos", "gradient consistency: cosine between successive gradients during training", _grad_cos
+    ),
     "results": Command("results", "result tables over seeds (Markdown, CSV, LaTeX) and figures", _results),
     "report": Command("report", "self-contained HTML + Markdown report of one or more runs", _report),
 }

@@ -20,6 +20,9 @@ tensor of both towers (selected structurally by :mod:`clipfit.recipes`); the tab
 grad_sq_sum, largest first (rank 1). Tensors with large gradient sums are the ones the loss
 "wants" to move, which is why the paper picked the text FFN-out biases and the image LayerNorms.
 
+Over the runs (seeds) of a configuration, :func:`training_configs` gives each tensor's mean and sample std
+of grad_sq_sum and grad_sq_per_value.
+
 The per-step curves of the trained tensors come from the run's ``layers.jsonl`` (``grad_sq`` of
 the step and ``grad_sq_cum`` since the start), tabulated by :func:`gradient_steps`.
 
@@ -35,8 +38,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from analysis.configs import over_runs
 from analysis.errors import AnalysisError
-from analysis.schemas import GRAD_STEPS, GRAD_SUMS, GRAD_TRAINING, conform
+from analysis.schemas import GRAD_STEPS, GRAD_SUMS, GRAD_TRAINING, GRAD_TRAINING_CONFIGS, LAYER, conform
 from analysis.tables import layer_frame
 from clipfit import towers
 from clipfit.objective import Objective
@@ -157,3 +161,24 @@ def measure_grad_sums(
     if used == 0:
         raise AnalysisError("no batches to compute gradients on (an empty split?)")
     return dict(zip(names, sums.tolist(), strict=True)), used
+
+
+def training_configs(
+    table: pd.DataFrame, configurations: Mapping[str, str], seeds: Mapping[str, object]
+) -> pd.DataFrame:
+    """The GRAD_TRAINING_CONFIGS table: GRAD_TRAINING rows averaged over the runs of each configuration.
+
+    Args:
+        configurations: checkpoint label -> configuration label; seeds: checkpoint label -> seed.
+    """
+    frame = table.assign(configuration=table["checkpoint"].map(configurations))
+    order = {c: i for i, c in enumerate(dict.fromkeys(configurations.values()))}  # the runs' order, not the names'
+    frame = frame.sort_values("configuration", key=lambda c: c.map(order), kind="stable")
+    stats = over_runs(frame, ["configuration", *LAYER, "numel", "steps"], ["grad_sq_sum", "grad_sq_per_value"])
+    runs = frame.drop_duplicates("checkpoint")
+    listed = {
+        c: ",".join("?" if seeds.get(k) is None else f"{seeds.get(k)}" for k in part["checkpoint"])
+        for c, part in runs.groupby("configuration", sort=False)
+    }
+    stats["seeds"] = stats["configuration"].map(listed)
+    return conform(stats, GRAD_TRAINING_CONFIGS)

@@ -8,7 +8,8 @@ Y (n x q) under the fine-tuned one, with columns centred (Xc = X - mean over inp
 
 computed in float64. CKA is 1 for representations equal up to rotation and isotropic scaling
 and falls towards 0 as they decorrelate, so 1 - CKA reads as "how much the block changed".
-The image tower is measured on test images, the text tower on the class prompts.
+The image tower is measured on test images, the text tower on the class prompts. Over the runs (seeds)
+of a configuration, :func:`rep_change_configs` gives the mean and sample std of CKA per block.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Mapping
 import pandas as pd
 import torch
 
+from analysis.configs import over_runs
 from analysis.errors import AnalysisError
-from analysis.schemas import REP_CHANGE, conform
+from analysis.schemas import REP_CHANGE, REP_CONFIGS, conform
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -70,3 +72,13 @@ def rep_change(
     frame = pd.DataFrame(rows, columns=list(REP_CHANGE))
     frame["block"] = frame["block"].astype("Int64")
     return conform(frame.sort_values(["tower", "order"], kind="stable"), REP_CHANGE)
+
+
+def rep_change_configs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The REP_CONFIGS table: CKA per configuration, tower and block, mean and sample std over the runs
+    (REP_RUNS rows: REP_CHANGE with ``checkpoint`` and ``configuration``)."""
+    stats = over_runs(runs, ["configuration", "tower", "block", "position", "order"], ["cka"])
+    inputs = runs.groupby(["configuration", "tower"], sort=False)["inputs"].min()
+    stats["inputs"] = [int(inputs[(c, t)]) for c, t in zip(stats["configuration"], stats["tower"], strict=True)]
+    stats["block"] = stats["block"].astype("Int64")
+    return conform(stats, REP_CONFIGS)

@@ -90,12 +90,15 @@ def tsne_tables(
     perplexity: float = 30.0,
     seed: int = 0,
     k: int = 5,
+    embedded: set[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The TSNE points and TSNE_METRICS of each model's features of the same images.
 
     Args:
         features: model label ("zero-shot", "fine-tuned") -> (n, d) features, rows aligned.
         labels: class index of each row, indexing ``classnames``.
+        embedded: the models to embed (all when None); the others get their metrics only (several seeds
+            of one configuration: one picture, the numbers of every seed).
     """
     labels = np.asarray(labels)
     points, metrics = [], []
@@ -103,19 +106,20 @@ def tsne_tables(
         feats = np.asarray(feats)
         if len(feats) != len(labels):
             raise AnalysisError(f"{model}: {len(feats)} feature rows for {len(labels)} labels")
-        xy = embed(feats, perplexity, seed)
-        points.append(
-            pd.DataFrame(
-                {
-                    "model": model,
-                    "index": np.arange(len(labels)),
-                    "label": labels,
-                    "classname": [classnames[i] for i in labels],
-                    "x": xy[:, 0],
-                    "y": xy[:, 1],
-                }
+        if embedded is None or model in embedded:
+            xy = embed(feats, perplexity, seed)
+            points.append(
+                pd.DataFrame(
+                    {
+                        "model": model,
+                        "index": np.arange(len(labels)),
+                        "label": labels,
+                        "classname": [classnames[i] for i in labels],
+                        "x": xy[:, 0],
+                        "y": xy[:, 1],
+                    }
+                )
             )
-        )
         metrics.append(
             {
                 "model": model,

@@ -51,6 +51,8 @@ from clipfit.towers import set_grad_checkpointing, train_mode
 
 logger = logging.getLogger(__name__)
 
+PREVIOUS_GRAD = "previous_grad"  # optim/<name>/previous_grad: the last step's gradient, for grad_cos after a resume
+
 
 def lr_at_epoch(epoch: int, optim: OptimConfig) -> float:
     """The learning rate of an epoch (0-based) under warm-up + per-epoch cosine."""
@@ -132,6 +134,8 @@ class StepState:
     scaler: torch.amp.GradScaler | None
     init: dict[str, torch.Tensor]  # pretrained values of the trained tensors
     ddp_reported: bool = False  # DDP's bucket summary logged
+    previous_grads: list[torch.Tensor] | None = None  # the last step's gradient of each trained tensor (a copy)
+    grad_cos: torch.Tensor | None = None  # cosine between the last two steps' gradients, per trained tensor
 
 
 class Trainer:
@@ -249,6 +253,7 @@ class Trainer:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         # (half precision mixes fp16 and fp32 tensors: the norms are stacked in fp64, exact for both)
         grad_sq = torch.stack([norm.double() for norm in torch._foreach_norm(grads)]).pow(2)
+        self._track_grad_cos(state, grads, grad_sq)
         if scaler is not None:
             # fp16: a step whose gradients overflowed is skipped by the scaler; it moved nothing, so it
             # adds nothing to the squared-gradient sums (inf/NaN would poison them for the whole run)
@@ -263,6 +268,28 @@ class Trainer:
             logger.debug("DDP over %d processes all-reduces: %s", self.env.world_size, ddp_summary(ddp))
         return parts, grad_sq
 
+    @torch.no_grad()
+    def _track_grad_cos(self, state: StepState, grads: list[torch.Tensor], grad_sq: torch.Tensor) -> None:
+        """cos(g_t, g_{t-1}) of each trained tensor into ``state.grad_cos`` (NaN on the first step), then keep g_t.
+
+        The released instrumentation printed this for the text biases. It costs one copy of the trained
+        tensors' gradients on the device (46k values for ClipFit); no value leaves the device here.
+        """
+        if state.previous_grads is None:
+            state.previous_grads = [g.detach().clone() for g in grads]
+            state.grad_cos = torch.full_like(grad_sq, math.nan)
+            return
+        dots = torch.stack(
+            [
+                torch.dot(g.flatten().float(), p.flatten().float())  # fp16 text biases (--precision half) in fp32
+                for g, p in zip(grads, state.previous_grads, strict=True)
+            ]
+        ).double()
+        previous_sq = torch.stack([n.double() for n in torch._foreach_norm(state.previous_grads)]).pow(2)
+        # 0/0 (a zero gradient) and a skipped fp16 step's inf give NaN: no direction, logged as null
+        state.grad_cos = dots / (grad_sq * previous_sq).sqrt()
+        torch._foreach_copy_(state.previous_grads, grads)
+
     # ------------------------------------------------------------------ fit
 
     def fit(self, resume: Checkpoint | None = None) -> FitResult:
@@ -274,6 +301,7 @@ class Trainer:
         grad_sq_cum = torch.zeros(len(self.params), device=self.device, dtype=torch.float64)
         if resume is not None:
             start_epoch, step, elapsed = self._restore(resume, optimizer, init, grad_sq_cum, state.scaler)
+            state.previous_grads = self._restored_grads(resume)
         # The logs hold exactly the steps before the one this fit starts from (none on a fresh start): what an
         # attempt killed after logging but before its checkpoint wrote goes, so no step is logged twice.
         self.metrics.truncate_after(step)
@@ -310,14 +338,16 @@ class Trainer:
                     window.add(parts, labels)
                     epoch_stats.add(parts, labels)
                     if step % settings.log_every == 0:
-                        self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
+                        self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init, state.grad_cos)
                         window.reset()
                 if not window.empty():  # the epoch's last steps since the previous record
-                    self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init)
+                    self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init, state.grad_cos)
                 last = epoch_stats.over_processes(self.env).means()
                 elapsed_now = elapsed + time.time() - started
                 if (epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == optim.epochs:
-                    self._checkpoint(epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum, state.scaler)
+                    self._checkpoint(
+                        epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum, state.scaler, state.previous_grads
+                    )
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.1f}")
                 milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0
@@ -340,7 +370,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ logs and checkpoints
 
-    def _log_step(self, step, epoch, lr, window: StepStats, grad_sq, grad_sq_cum, init) -> None:
+    def _log_step(self, step, epoch, lr, window: StepStats, grad_sq, grad_sq_cum, init, grad_cos=None) -> None:
         means = window.over_processes(self.env).means()  # every process takes part, only the main one writes
         row = {"step": step, "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in means.items()}}
         for sink in self.sinks:
@@ -355,9 +385,10 @@ class Trainer:
                     for n, p in zip(self.trained, self.params, strict=True)
                 ]
             ).tolist()
+        cosines = grad_cos.tolist() if grad_cos is not None else [math.nan] * len(self.trained)
         rows = []
-        for name, sq_change, gsq, gcum in zip(
-            self.trained, change, grad_sq.tolist(), grad_sq_cum.tolist(), strict=True
+        for name, sq_change, gsq, gcum, cos in zip(
+            self.trained, change, grad_sq.tolist(), grad_sq_cum.tolist(), cosines, strict=True
         ):
             rows.append(
                 {
@@ -367,11 +398,12 @@ class Trainer:
                     "sq_change": sq_change,
                     "grad_sq": gsq,
                     "grad_sq_cum": gcum,
+                    "grad_cos": cos if math.isfinite(cos) else None,  # null on a run's (or resume's) first step
                 }
             )
         self.layers.write(rows)
 
-    def _checkpoint(self, epoch, step, elapsed, init, optimizer, grad_sq_cum, scaler=None) -> None:
+    def _checkpoint(self, epoch, step, elapsed, init, optimizer, grad_sq_cum, scaler=None, previous_grads=None) -> None:
         if self.run_dir is None:
             return
         state = optimizer.state_dict()["state"]
@@ -379,6 +411,8 @@ class Trainer:
             name: {k: v for k, v in state.get(i, {}).items() if isinstance(v, torch.Tensor)}
             for i, name in enumerate(self.trained)
         }
+        for name, grad in zip(self.trained, previous_grads or [], strict=False):  # grad_cos goes on after a resume
+            buffers[name][PREVIOUS_GRAD] = grad
         meta = {
             **self.checkpoint_meta,
             "epoch": epoch,
@@ -407,7 +441,7 @@ class Trainer:
                 param.copy_(ckpt.final[name].to(param.device, param.dtype))
         state = {
             "state": {
-                i: {k: v.to(self.device) for k, v in ckpt.optim.get(name, {}).items()}
+                i: {k: v.to(self.device) for k, v in ckpt.optim.get(name, {}).items() if k != PREVIOUS_GRAD}
                 for i, name in enumerate(self.trained)
                 if ckpt.optim.get(name)
             },
@@ -421,3 +455,12 @@ class Trainer:
             scaler.load_state_dict(ckpt.meta["grad_scaler"])
         logger.info("resuming after epoch %d (step %d)", ckpt.meta["epoch"], ckpt.meta["step"])
         return int(ckpt.meta["epoch"]), int(ckpt.meta["step"]), float(ckpt.meta.get("train_seconds", 0.0))
+
+    def _restored_grads(self, ckpt: Checkpoint) -> list[torch.Tensor] | None:
+        """The last step's gradients a resumable checkpoint kept for grad_cos (None from older checkpoints)."""
+        grads = [ckpt.optim.get(name, {}).get(PREVIOUS_GRAD) for name in self.trained]
+        if any(g is None for g in grads):
+            return None
+        # fresh allocations, as the clones of an uninterrupted run are: a tensor read from the file may sit at any
+        # offset, and a float reduction over differently aligned memory can round differently
+        return [torch.empty_like(p).copy_(g) for g, p in zip(grads, self.params, strict=True)]

@@ -79,33 +79,45 @@ def image_features(
     return torch.cat(feats), torch.cat(labels)
 
 
-def correct_count(features: torch.Tensor, labels: torch.Tensor, class_features: torch.Tensor) -> int:
-    if len(features) == 0:
-        return 0
-    return int((features @ class_features.T).argmax(dim=1).eq(labels).sum())
-
-
-def _per_image_correct(
+def _per_image_predictions(
     model: nn.Module,
     head: ClipHead,
     inputs: torch.Tensor,
     feats: torch.Tensor,
-    labels: torch.Tensor,
     device: torch.device,
     precision: str,
     sequences: int = 8192,
-) -> int:
-    """Correct predictions of a head whose class features depend on the image (CoCoOp), a chunk of images
+) -> torch.Tensor:
+    """Predicted classes of a head whose class features depend on the image (CoCoOp), a chunk of images
     at a time so that one text pass holds at most ``sequences`` prompts."""
     chunk = max(1, sequences // max(1, len(inputs)))
-    correct = 0
+    predicted = []
     for start in range(0, len(feats), chunk):
         batch = feats[start : start + chunk]
         with autocast(device, precision):
             text = F.normalize(head.encode_classes_per_image(model, inputs, batch).float(), dim=-1)
-        predicted = torch.einsum("bd,bcd->bc", batch, text).argmax(dim=1)
-        correct += int(predicted.eq(labels[start : start + chunk]).sum())
-    return correct
+        predicted.append(torch.einsum("bd,bcd->bc", batch, text).argmax(dim=1))
+    return torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.long, device=feats.device)
+
+
+@torch.no_grad()
+def predict_classes(
+    model: nn.Module,
+    head: ClipHead,
+    inputs: torch.Tensor,
+    feats: torch.Tensor,
+    device: torch.device,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """The predicted class (index into the label space of ``inputs``) of each normalised image feature,
+    through the head's class features (per image for heads with ``per_image``)."""
+    if head.per_image:
+        return _per_image_predictions(model, head, inputs, feats, device, precision)
+    with autocast(device, precision):
+        class_features = F.normalize(head.encode_classes(model, inputs).float(), dim=-1)
+    if len(feats) == 0:
+        return torch.zeros(0, dtype=torch.long, device=feats.device)
+    return (feats @ class_features.float().T).argmax(dim=1)
 
 
 @torch.no_grad()
@@ -138,12 +150,7 @@ def subset_accuracy(
     loader = eval_loader(samples, reader, spec, batch_size, num_workers, env.rank, env.world_size)
     encode = lambda images: head.encode_images(model, images)  # noqa: E731
     feats, labels = image_features(model, loader, device, precision, f"eval {subset.name}", encode)
-    if head.per_image:
-        correct = _per_image_correct(model, head, inputs, feats, labels, device, precision)
-    else:
-        with autocast(device, precision):
-            class_features = F.normalize(head.encode_classes(model, inputs).float(), dim=-1)
-        correct = correct_count(feats, labels, class_features.float())
+    correct = int(predict_classes(model, head, inputs, feats, device, precision).eq(labels).sum())
     counts = torch.tensor([correct, len(labels)], device=device)
     all_reduce_sum(counts)
     model.train(was_training)

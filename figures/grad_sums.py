@@ -130,3 +130,34 @@ def caption_grad_steps(steps: pd.DataFrame) -> str:
         f"the most ({top['grad_sq_cum']:.3g}), and the summed squared gradient went from {first_total:.3g} at the "
         f"first record to {last_total:.3g} at the last."
     )
+
+
+def draw_grad_training_configs(table: pd.DataFrame) -> Figure:
+    """Paper Fig. 4 left over seeds: each configuration's mean summed squared gradient per position, the std as
+    error bars (log scale)."""
+    require(table, "grad_sums_training_configs")
+    frame = table.copy()
+    first = frame.drop_duplicates("configuration")
+    names = {c: f"{c} ({r} seeds)" if r > 1 else c for c, r in zip(first["configuration"], first["runs"], strict=True)}
+    frame["series"] = frame["configuration"].map(names)
+    title = "Squared gradients summed over training, mean over seeds (error bars: std)"
+    return draw_position_bars(
+        frame, "grad_sq_sum_mean", "Σ squared gradient", title, log=True, series="series", error="grad_sq_sum_std"
+    )
+
+
+def caption_grad_training_configs(table: pd.DataFrame) -> str:
+    """Per configuration: the tensor whose squared gradients added up most (mean ± std over seeds)."""
+    parts = []
+    for config, own in table.groupby("configuration", sort=False):
+        top = own.loc[own["grad_sq_sum_mean"].idxmax()]
+        runs = int(own["runs"].iloc[0])
+        spread = f" ± {top['grad_sq_sum_std']:.3g}" if runs > 1 else ""
+        parts.append(
+            f"{config} ({runs} {'seeds' if runs > 1 else 'run'}, {int(top['steps'])} steps): most at {top['group']} "
+            f"{top['position']} ({top['grad_sq_sum_mean']:.3g}{spread})"
+        )
+    return (
+        "Squared gradients of each trained tensor summed over all training steps, mean over the seeds of each "
+        "configuration: " + "; ".join(parts) + "."
+    )

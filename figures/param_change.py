@@ -80,3 +80,16 @@ def caption_param_steps(steps: pd.DataFrame) -> str:
         f"{own['step'].nunique()} records up to step {last_step}); {top['group']} {top['position']} ends furthest "
         f"from its pretrained value ({_fmt(top['sq_change'])}) and had covered half of that by step {reached}."
     )
+
+
+def finding_param_change(table: pd.DataFrame, measure: str = "sq_change") -> str:
+    """The headline: which tensor of the first checkpoint moved most, and its share of all the change."""
+    first = table[table["checkpoint"] == table["checkpoint"].iloc[0]]
+    values = first[measure].dropna()
+    if values.empty or values.sum() <= 0:
+        return ""
+    top = first.loc[values.idxmax()]
+    return (
+        f"Parameter change ({top['checkpoint']}): {top['group']} {top['position']} moved most, "
+        f"{top[measure] / values.sum():.0%} of the {AXIS[measure]} summed over all {len(first)} trained tensors."
+    )

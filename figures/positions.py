@@ -13,11 +13,32 @@ from matplotlib.figure import Figure
 
 from figures.style import colours, new_figure, short_positions, styled
 
+MAX_GROUPS = 12  # panels at most (a full fine-tune has dozens of layer groups)
 
-def draw_position_bars(table: pd.DataFrame, column: str, axis: str, title: str, log: bool = False) -> Figure:
-    """``column`` per position (LAYER columns: group, position, order; and checkpoint) as grouped bars."""
+
+def draw_position_bars(
+    table: pd.DataFrame,
+    column: str,
+    axis: str,
+    title: str,
+    log: bool = False,
+    series: str = "checkpoint",
+    error: str | None = None,
+    max_groups: int = MAX_GROUPS,
+) -> Figure:
+    """``column`` per position (LAYER columns: group, position, order; and ``series``) as grouped bars.
+
+    ``error`` names a column of error-bar half-widths (a std over seeds). With more than ``max_groups``
+    layer groups (a full fine-tune), only the ``max_groups`` groups with the largest summed ``column``
+    are drawn and the title says so; the CSV keeps every group.
+    """
     groups = list(dict.fromkeys(table.sort_values("order")["group"]))
-    checkpoints = list(dict.fromkeys(table["checkpoint"]))
+    if len(groups) > max_groups:
+        totals = table.groupby("group")[column].sum().sort_values(ascending=False)
+        kept = set(totals.index[:max_groups])
+        title += f" ({max_groups} of {len(groups)} layer groups, the most changed; all in the CSV)"
+        groups = [g for g in groups if g in kept]
+    checkpoints = list(dict.fromkeys(table[series]))
     palette = dict(zip(checkpoints, colours(len(checkpoints)), strict=True))
     cols = min(3, max(1, len(groups)))
     rows = math.ceil(len(groups) / cols)
@@ -30,14 +51,21 @@ def draw_position_bars(table: pd.DataFrame, column: str, axis: str, title: str, 
             positions = list(dict.fromkeys(part.sort_values("order")["position"]))
             labels, xlabel = short_positions(positions)
             for c, checkpoint in enumerate(checkpoints):
-                values = part[part["checkpoint"] == checkpoint].set_index("position")[column]
+                own = part[part[series] == checkpoint].set_index("position")
                 xs = [i - 0.4 + width * (c + 0.5) for i in range(len(positions))]
+                errors = None
+                if error is not None:
+                    errors = [own[error].get(p, math.nan) for p in positions]
+                    errors = None if all(e != e for e in errors) else [0.0 if e != e else e for e in errors]
                 ax.bar(
                     xs,
-                    [values.get(p, math.nan) for p in positions],
+                    [own[column].get(p, math.nan) for p in positions],
                     width=width,
                     color=palette[checkpoint],
                     label=checkpoint,
+                    yerr=errors,
+                    capsize=2 if errors else 0,
+                    error_kw={"linewidth": 0.8},
                 )
             ax.set_xticks(range(len(positions)), labels, rotation=90 if len(positions) > 8 else 0)
             ax.set_title(group)
@@ -45,8 +73,8 @@ def draw_position_bars(table: pd.DataFrame, column: str, axis: str, title: str, 
             ax.set_ylabel(axis)
             if log:
                 ax.set_yscale("log")
-            if len(checkpoints) > 1:
-                ax.legend()
+            if len(checkpoints) > 1 and ax is axes.flat[0]:
+                ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(groups) :]:
             ax.set_visible(False)
         fig.suptitle(title)

@@ -4,6 +4,9 @@
 and opened straight from disk; links to each figure's SVG and CSV are relative to the report
 folder. ``report.md`` shows the same content with relative image links. ``report.json`` lists the
 figures and tables (what a test or a script can check against).
+
+Both open with a summary (the main findings, each with its number, from the figures' ``finding``) and
+a table of contents; a table wider than the page scrolls inside its own box.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
        padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+.scroll { overflow-x: auto; max-width: 100%; } .scroll table { margin: 0; }
+td { max-width: 28em; overflow-wrap: anywhere; }
+nav.toc ol { columns: 2; font-size: 0.9em; } .summary li { margin: 0.3em 0; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { margin-top: 0.4em; } .files, .note { color: #666; font-size: 0.85em; }
@@ -43,6 +49,7 @@ class ReportFigure:
     png: Path
     svg: Path
     data: list[Path] = field(default_factory=list)  # CSV (and JSON sidecar) files beside it
+    finding: str = ""  # the headline with its number, listed in the report's summary
 
 
 @dataclass
@@ -79,12 +86,18 @@ def _html_table(table: ReportTable) -> str:
         + "</tr>"
         for row in table.rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _files_html(paths: list[Path], root: Path) -> str:
     links = [f'<a href="{html.escape(_rel(p, root))}">{html.escape(p.name)}</a>' for p in paths]
     return f'<p class="files">data: {" · ".join(links)}</p>' if links else ""
+
+
+def _anchor(title: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    kept = "".join(c for c in title.strip().lower() if c.isalnum() or c in "-_ ")
+    return kept.replace(" ", "-")
 
 
 def write_report(
@@ -95,6 +108,7 @@ def write_report(
     tables: list[ReportTable],
     figures: list[ReportFigure],
     notes: list[str] | None = None,
+    summary: list[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``index.html``, ``report.md`` and ``report.json`` into ``out``; returns (html, md).
 
@@ -104,9 +118,16 @@ def write_report(
         tables: result tables.
         figures: the figures, in order, each with its caption.
         notes: closing remarks (what was skipped and why).
+        summary: the main findings, one line each with its number (default: the figures' findings).
     """
     out.mkdir(parents=True, exist_ok=True)
     notes = notes or []
+    summary = summary if summary is not None else [f.finding for f in figures if f.finding]
+    # (html id, heading) of every section, in order, for the table of contents
+    sections = [("runs", runs.title)]
+    sections += [(f"table-{t.key}", t.title) for t in tables] + [(f.key, f.title) for f in figures]
+    sections += [("notes", "Notes")] if notes else []
+    toc_html = "".join(f'<li><a href="#{html.escape(i)}">{html.escape(t)}</a></li>' for i, t in sections)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -114,18 +135,17 @@ def write_report(
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         *[f"<p>{html.escape(p)}</p>" for p in intro],
-        f"<h2>{html.escape(runs.title)}</h2>",
-        _html_table(runs),
     ]
-    md = [
-        f"# {title}",
-        "",
-        *[p + "\n" for p in intro],
-        f"## {runs.title}",
-        "",
-        markdown_table(runs.headers, runs.rows),
-        "",
-    ]
+    md = [f"# {title}", "", *[p + "\n" for p in intro]]
+    if summary:
+        parts += ['<h2 id="summary">Summary</h2>', '<ul class="summary">']
+        parts += [f"<li>{html.escape(line)}</li>" for line in summary] + ["</ul>"]
+        md += ["## Summary", "", *[f"- {line}" for line in summary], ""]
+    parts += ['<nav class="toc"><h2 id="contents">Contents</h2>', f"<ol>{toc_html}</ol></nav>"]
+    md += ["## Contents", "", *[f"1. [{t}](#{_anchor(t)})" for _, t in sections], ""]
+    parts += [f'<h2 id="runs">{html.escape(runs.title)}</h2>', _html_table(runs)]
+    parts += [f'<p class="note">{html.escape(n)}</p>' for n in runs.notes]
+    md += [f"## {runs.title}", "", markdown_table(runs.headers, runs.rows), "", *[n + "\n" for n in runs.notes]]
     for table in tables:
         parts += [f'<h2 id="table-{html.escape(table.key)}">{html.escape(table.title)}</h2>', _html_table(table)]
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]
@@ -144,7 +164,7 @@ def write_report(
         md += [f"## {fig.title}", "", f"![{fig.title}]({_rel(fig.png, out)})", "", fig.caption, ""]
         md += ["Data: " + ", ".join(f"[{p.name}]({_rel(p, out)})" for p in [fig.svg, *fig.data]), ""]
     if notes:
-        parts += ["<h2>Notes</h2>", "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
+        parts += ['<h2 id="notes">Notes</h2>', "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
         md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     parts.append("</body></html>")
     index, markdown = out / INDEX, out / MARKDOWN
@@ -152,6 +172,7 @@ def write_report(
     markdown.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     manifest = {
         "title": title,
+        "summary": summary,
         "figures": [
             {"key": f.key, "title": f.title, "caption": f.caption, "png": _rel(f.png, out), "svg": _rel(f.svg, out)}
             for f in figures

@@ -51,7 +51,7 @@ def draw_step_curves(
             ax.set_title(group)
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
-            if len(positions) <= 14:
+            if len(positions) <= 14 and ax.get_legend_handles_labels()[0]:
                 ax.legend(ncol=2 if len(positions) > 7 else 1, fontsize=7, loc="best")
         for ax in list(axes.flat)[len(groups) :]:
             ax.set_visible(False)

@@ -36,6 +36,7 @@ def write_figure(
     *,
     inputs: Sequence[Path] = (),
     extra: Sequence[Path] = (),
+    finding: str = "",
 ) -> ReportFigure:
     """Write the bundle ``<stem>.csv/.png/.svg/.json`` into ``out`` and return its report entry.
 
@@ -54,12 +55,14 @@ def write_figure(
             listed in the sidecar and among the report's data links.
         extra: further files of this bundle written by the caller (e.g. the table's ``.md`` and
             ``.tex``): listed in the sidecar only.
+        finding: the figure's headline with its number, for the report's summary (also in the sidecar).
     """
     frames = {stem: tables} if isinstance(tables, pd.DataFrame) else dict(tables)
     csvs = [out.table(frame, name) for name, frame in frames.items()]
     saved = save_figure(figure if isinstance(figure, Figure) else figure(), out.path, stem)
+    summary = {**(summary or {}), **({"finding": finding} if finding else {})}
     side = out.sidecar(stem, signatures, [*csvs, *extra, saved.png, saved.svg, *inputs], summary)
-    return ReportFigure(stem, title, caption, saved.png, saved.svg, [*csvs, *inputs, side])
+    return ReportFigure(stem, title, caption, saved.png, saved.svg, [*csvs, *inputs, side], finding)
 
 
 def announce(figures: Sequence[ReportFigure]) -> None:

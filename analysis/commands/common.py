@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 
 from analysis.errors import AnalysisError
-from analysis.sources import Source, parse_pretrained
-from clipfit.checkpoint import CheckpointError, checkpoint_values
+from analysis.sources import WEIGHTS_KIND, Source, find_runs, load_source, parse_pretrained, weights_source
+from clipfit.checkpoint import CheckpointError, apply_checkpoint, checkpoint_values
 from clipfit.config import RunConfig, resolve
 from clipfit.console import run_command, setup_logging
 from clipfit.data.loaders import TrainBatches, eval_loader
 from clipfit.data.prepare import RunData, prepare_data
 from clipfit.evaluate import cap_samples
-from clipfit.models import ModelBundle
+from clipfit.heads import ClipHead
+from clipfit.models import ModelBundle, build_model
 from clipfit.provenance import signature
 from clipfit.rundir import RunDir
 from clipfit.runtime import resolve_device
@@ -38,6 +39,7 @@ __all__ = [
     "device",
     "eval_batches",
     "label_space_images",
+    "load_sources",
     "prepare_data",
     "recorded_results",
     "run_command",
@@ -104,7 +106,15 @@ def data_config(source: Source | None, data: DataOptions, model: tuple[str, str]
 
 
 def trained_model(source: Source, pretrained: str | None, device: torch.device) -> ModelBundle:
-    """The source's model with its fine-tuned values; ``pretrained`` may re-point a clipfit run's weights."""
+    """The source's model with its fine-tuned values; ``pretrained`` may re-point a clipfit run's weights.
+
+    Two weight files: the first file's network (plain CLIP) holding the second's values."""
+    if source.kind == WEIGHTS_KIND:
+        meta = source.ckpt.meta
+        bundle = build_model(meta["model"], meta["pretrained"], device)
+        apply_checkpoint(bundle.model, source.ckpt, "final", model_name=bundle.name)
+        bundle.head = ClipHead()
+        return bundle
     model = weights = None
     if pretrained is not None and source.cfg is not None:
         model, weights = parse_pretrained(pretrained)
@@ -115,6 +125,21 @@ def trained_model(source: Source, pretrained: str | None, device: torch.device) 
                 f"--pretrained names {model}; drop --pretrained (the run records its model) or name its architecture"
             )
     return build_trained_model(source.ckpt, device, "final", model, weights)
+
+
+def load_sources(
+    checkpoints: list[str], weights: list[str] | None, pretrained: str | None, recipe: str = "clipfit"
+) -> list[Source]:
+    """The sources of CKPT arguments, or of ``--weights A B`` (two weight files of one architecture)."""
+    if weights:
+        if checkpoints:
+            raise AnalysisError("give either checkpoints (CKPT ...) or --weights ARCH:A ARCH:B, not both")
+        if len(weights) != 2:
+            raise AnalysisError(f"--weights takes two ARCH:FILE arguments (A, then B), got {len(weights)}")
+        return [weights_source(*weights)]
+    if not checkpoints:
+        raise AnalysisError("nothing to analyse: give run directories (CKPT ...) or --weights ARCH:A ARCH:B")
+    return [load_source(p, pretrained, recipe) for p in find_runs(checkpoints)]  # a sweep folder: its runs
 
 
 def train_batches(data: RunData, spec, batch_size: int, batches: int, seed: int) -> Iterator[tuple]:

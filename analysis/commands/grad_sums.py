@@ -35,10 +35,11 @@ from analysis.grad_sums import (
     grad_sum_table,
     gradient_steps,
     measure_grad_sums,
+    training_configs,
     training_grad_sums,
 )
 from analysis.outputs import OutputDir
-from analysis.sources import Source, default_labels, load_source, parse_pretrained
+from analysis.sources import Source, configurations, default_labels, load_source, parse_pretrained
 from clipfit.evaluate import cap_samples
 from clipfit.heads import ClipHead
 from clipfit.models import build_model
@@ -49,9 +50,11 @@ from figures.grad_sums import (
     caption_grad_steps,
     caption_grad_sums,
     caption_grad_training,
+    caption_grad_training_configs,
     draw_grad_steps,
     draw_grad_sums,
     draw_grad_training,
+    draw_grad_training_configs,
 )
 from figures.report import ReportFigure
 
@@ -185,18 +188,33 @@ def run_grad_steps(sources: list[Source], labels: list[str], common: Common) -> 
     steps = pd.concat([gradient_steps(read_jsonl(s.layers_file), label) for s, label in logs], ignore_index=True)
     numel = {label: {n: t.numel() for n, t in s.ckpt.final.items()} for s, label in logs}
     out = OutputDir(common.out, common.argv, "grad-sums")
-    return _training_figures(steps, numel, out, [s.signature for s, _ in logs])
+    logged = [s for s, _ in logs]
+    pooled = dict(zip([label for _, label in logs], configurations(logged), strict=True))
+    seeds = {label: s.ckpt.meta.get("seed") for s, label in logs}
+    return _training_figures(steps, numel, out, [s.signature for s in logged], pooled, seeds)
 
 
-def _training_figures(steps: pd.DataFrame, numel, out: OutputDir, signatures: list[str]) -> list[ReportFigure]:
-    """Paper Fig. 4 left (squared gradients summed over training) and the per-step curves of GRAD_STEPS rows."""
+def _training_figures(
+    steps: pd.DataFrame,
+    numel,
+    out: OutputDir,
+    signatures: list[str],
+    configurations: dict[str, str] | None = None,
+    seeds: dict[str, object] | None = None,
+) -> list[ReportFigure]:
+    """Paper Fig. 4 left (squared gradients summed over training) and the per-step curves of GRAD_STEPS rows;
+    with ``configurations`` (checkpoint -> configuration) holding seeds of one, Fig. 4 left over seeds."""
     if steps.empty:
         return []
     table = training_grad_sums(steps, numel)
-    fig4 = write_figure(
-        out, "grad_sums_training", table, lambda: draw_grad_training(table),
-        "Squared-gradient sums per layer over training (paper Fig. 4 left)", caption_grad_training(table), signatures,
-    )  # fmt: skip
+    title = "Squared-gradient sums per layer over training (paper Fig. 4 left)"
+    if configurations and len(set(configurations.values())) < len(configurations):
+        configs = training_configs(table, configurations, seeds or {})
+        tables = {"grad_sums_training": table, "grad_sums_training_configs": configs}
+        draw, caption = (lambda: draw_grad_training_configs(configs)), caption_grad_training_configs(configs)
+    else:
+        tables, draw, caption = table, (lambda: draw_grad_training(table)), caption_grad_training(table)
+    fig4 = write_figure(out, "grad_sums_training", tables, draw, title, caption, signatures)
     title = "Squared gradients during training"
     curves = write_figure(
         out, "grad_sums_steps", steps, lambda: draw_grad_steps(steps), title, caption_grad_steps(steps), signatures

@@ -1,10 +1,13 @@
-"""``clipfit-analyze report``: one self-contained figure report of one or more runs.
+"""``clipfit-analyze report``: one self-contained figure report of one or more runs, or of a sweep.
 
 The report reuses the other sub-commands unchanged: the results tables of the runs that finished,
-param-change of all runs (paper Fig. 3, or Fig. 4 right for runs with different λ), the per-step
-curves, and, on the first run, the data passes grad-sums (the screening at the pretrained values), tsne (Fig. 5) and
-rep-change (linear CKA). Each writes into its own sub-folder; ``figures.report`` assembles
-``index.html``, ``report.md`` and ``report.json``.
+param-change of all runs (paper Fig. 3; seeds of one configuration averaged, configurations side by
+side per layer group, absolute and per value; Fig. 4 right where two configurations differ only in
+λ), the per-step curves, the gradient consistency (grad-cos), the channels, and the data passes:
+grad-sums (the screening at the pretrained values, first run), per-class, tsne (Fig. 5) and rep-change
+(linear CKA) over the runs. A folder that is not a run stands for every run under it (a sweep). Each
+analysis writes into its own sub-folder; ``figures.report`` assembles ``index.html``, ``report.md`` and
+``report.json``, opening with a summary of the main findings and a table of contents.
 """
 
 from __future__ import annotations
@@ -14,20 +17,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.commands.channels import ChannelsOptions, run_channels
 from analysis.commands.common import Common, recorded_results
+from analysis.commands.grad_cos import GradCosOptions, run_grad_cos
 from analysis.commands.grad_sums import GradSumsOptions, run_grad_steps, run_grad_sums
 from analysis.commands.param_change import ParamChangeOptions, run_param_change
+from analysis.commands.per_class import PerClassOptions, run_per_class
 from analysis.commands.rep_change import RepChangeOptions, run_rep_change
 from analysis.commands.results import results_from_runs
 from analysis.commands.tsne import TsneOptions, run_tsne
 from analysis.errors import AnalysisError
-from analysis.results import read_runs
-from analysis.sources import Source, default_labels, load_source
+from analysis.results import base2new_table, fewshot_table, read_runs
+from analysis.sources import Source, configurations, default_labels, find_runs, load_source
 from clipfit.rundir import RunDir
 from figures.report import ReportTable, write_report
 
 RUN_COLUMNS = [
     "Label",
+    "Configuration",
     "Run",
     "Dataset",
     "Setting",
@@ -46,12 +53,13 @@ RUN_COLUMNS = [
 class ReportOptions:
     """Which runs the report covers and how much the data passes read."""
 
-    run_dirs: list[str]  # run directories (or checkpoints) to report on
+    run_dirs: list[str]  # run directories (or checkpoints, or sweep folders: every run under them) to report on
     title: str | None = None  # report title (default: recipe and dataset of the first run)
     pretrained: str | None = None  # MODEL:SOURCE for original CLIPFit checkpoints
-    data_passes: bool = True  # grad-sums, tsne and rep-change on the first run (they read images)
+    data_passes: bool = True  # grad-sums (first run), per-class, tsne and rep-change (they read images)
     max_images: int = 400  # cap for tsne and rep-change
     max_classes: int = 10  # classes in the t-SNE
+    class_images: int = 800  # test images per label space in per-class (evenly spaced; 25 per class on shapes)
     batches: int = 4  # grad-sums batches
     published: bool = False  # add the published numbers of PAPER.md section 8 to the results tables
 
@@ -59,7 +67,7 @@ class ReportOptions:
 OPTIONS = ReportOptions
 
 
-def _run_row(source: Source, label: str) -> list[str]:
+def _run_row(source: Source, label: str, configuration: str) -> list[str]:
     meta, cfg = source.ckpt.meta, source.cfg
     result = recorded_results(source)
     metrics = result.get("metrics") or meta.get("metrics") or {}
@@ -76,6 +84,7 @@ def _run_row(source: Source, label: str) -> list[str]:
     trained = sum(t.numel() for t in source.ckpt.final.values())
     return [
         label,
+        configuration,
         str(source.path),
         cell(meta.get("dataset")),
         cell(meta.get("setting")),
@@ -90,49 +99,77 @@ def _run_row(source: Source, label: str) -> list[str]:
     ]
 
 
+def _results_finding(runs: pd.DataFrame) -> str:
+    """The summary's line on accuracy: zero-shot and each method, per dataset (base-to-new HM, or few-shot Acc)."""
+    lines = []
+    b2n = base2new_table(runs)
+    for dataset, part in b2n.groupby("dataset", sort=False):
+        items = [f"{m} {hm:.2f}" + (f" ({int(n)} seeds)" if n > 1 else "") for m, hm, n in
+                 zip(part["method"], part["hm"], part["seeds"], strict=True)]  # fmt: skip
+        lines.append(f"{dataset} base-to-new HM: " + ", ".join(items))
+    few = fewshot_table(runs)
+    for (dataset, shots), part in few.groupby(["dataset", "shots"], sort=False):
+        if shots:
+            items = [f"{m} {a:.2f}" for m, a in zip(part["method"], part["acc_mean"], strict=True)]
+            lines.append(f"{dataset} {shots}-shot accuracy: " + ", ".join(items))
+    return ("Results: " + "; ".join(lines) + ".") if lines else ""
+
+
 def run_report(opts: ReportOptions, common: Common) -> Path:
-    """The figure report of one or more runs; returns the path of index.html."""
+    """The figure report of one or more runs (or sweeps); returns the path of index.html."""
     if not opts.run_dirs:
         raise AnalysisError("report needs at least one run directory")
-    sources = [load_source(p, opts.pretrained) for p in opts.run_dirs]
-    labels = default_labels(sources)
+    sources = [load_source(p, opts.pretrained) for p in find_runs(opts.run_dirs)]
+    labels, config_of = default_labels(sources), configurations(sources)
+    compare = len(set(config_of)) > 1
     out = Path(common.out).expanduser()
-    sub = {
-        name: Common(out / name, common.argv, common.device)
-        for name in ("results", "param-change", "grad-sums", "tsne", "rep-change")
-    }
-    figures, tables, notes = [], [], []
+    names = ("results", "param-change", "grad-sums", "grad-cos", "channels", "per-class", "tsne", "rep-change")
+    sub = {name: Common(out / name, common.argv, common.device) for name in names}
+    figures, tables, notes, summary = [], [], [], []
 
-    result_dirs = [s.run_dir for s in sources if s.run_dir is not None and RunDir(s.run_dir).state == "finished"]
-    if result_dirs:
-        runs = pd.concat([read_runs(d) for d in result_dirs], ignore_index=True).drop_duplicates()
+    finished = [
+        (s, c) for s, c in zip(sources, config_of, strict=True)
+        if s.run_dir is not None and RunDir(s.run_dir).state == "finished"
+    ]  # fmt: skip
+    if finished:
+        parts = []
+        for source, config in finished:
+            part = read_runs(source.run_dir)
+            if compare:  # a table row per configuration, its seeds averaged (clipfit-eval targets stay apart)
+                part.loc[part["setting"] != "eval", "method"] = config
+            parts.append(part)
+        runs = pd.concat(parts, ignore_index=True).drop_duplicates()
         results = results_from_runs(runs, opts.published, sub["results"], [s.signature for s in sources])
         tables += results.tables
         figures += results.figures
+        summary.append(_results_finding(runs))
     else:
         notes.append("No results.json in the given run directories (unfinished runs?): no results table.")
 
-    figures += run_param_change(
-        ParamChangeOptions([str(s.path) for s in sources], labels, opts.pretrained), sub["param-change"], sources
-    )
+    paths = [str(s.path) for s in sources]
+    figures += run_param_change(ParamChangeOptions(paths, pretrained=opts.pretrained), sub["param-change"], sources)
     figures += run_grad_steps(sources, labels, sub["grad-sums"])
     if not any(s.layers_file for s in sources):
         notes.append("No layers.jsonl (not a clipfit-train run directory): no per-step curves.")
+    figures += run_grad_cos(GradCosOptions(paths), sub["grad-cos"], sources, notes)
+    figures += run_channels(ChannelsOptions(paths), sub["channels"], sources)
 
     passes = [s for s in sources if s.cfg is not None]
     if opts.data_passes and passes:
-        first = passes[0]
+        first, runs_paths = passes[0], [str(s.path) for s in passes]
         if len(sources) > 1:
-            notes.append(f"Data passes (gradients, t-SNE, CKA) use the first run only: {first.path}.")
+            notes.append(f"The gradient screening uses the first run only: {first.path}.")
         figures += run_grad_sums(
             GradSumsOptions(str(first.path), batches=opts.batches, all_candidates=True, curves=False), sub["grad-sums"]
         )
+        per_class = PerClassOptions(runs_paths, max_images=opts.class_images)
+        figures += run_per_class(per_class, sub["per-class"], passes)
         figures += run_tsne(
-            TsneOptions(str(first.path), max_classes=opts.max_classes, max_images=opts.max_images), sub["tsne"]
+            TsneOptions(runs_paths, max_classes=opts.max_classes, max_images=opts.max_images), sub["tsne"]
         )
-        figures += run_rep_change(RepChangeOptions(str(first.path), max_images=opts.max_images), sub["rep-change"])
+        figures += run_rep_change(RepChangeOptions(runs_paths, max_images=opts.max_images), sub["rep-change"])
     elif not opts.data_passes:
-        notes.append("Data passes skipped (--no-data-passes): no gradient sums, t-SNE or CKA.")
+        notes.append("Data passes skipped (--no-data-passes): no gradient screening, per-class, t-SNE or CKA.")
     else:
         notes.append("Data passes need a clipfit-train run directory (it records the dataset): skipped.")
     for source in sources:
@@ -142,21 +179,28 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         "runs",
         "Runs",
         RUN_COLUMNS,
-        [_run_row(s, label) for s, label in zip(sources, labels, strict=True)],
-        ["Accuracies in percent: Base / New / HM for base-to-new runs, Acc for few-shot runs."],
+        [_run_row(s, label, c) for s, label, c in zip(sources, labels, config_of, strict=True)],
+        [
+            "Accuracies in percent: Base / New / HM for base-to-new runs, Acc for few-shot runs. Runs that differ "
+            "only in their seed share a configuration; the figures average them (error bars: std over seeds)."
+        ],
     )
     first_meta = sources[0].ckpt.meta
-    title = (
-        opts.title
-        or f"clipfit report: {first_meta.get('recipe', 'clipfit')} on {first_meta.get('dataset') or 'a checkpoint'}"
+    dataset = first_meta.get("dataset") or "a checkpoint"
+    title = opts.title or (
+        f"clipfit report: {len(set(config_of))} configurations ({len(sources)} runs) on {dataset}"
+        if compare
+        else f"clipfit report: {first_meta.get('recipe', 'clipfit')} on {dataset}"
     )
     intro = [
         "What the fine-tuning did, regenerated from the run directories: which tensors moved and how far "
-        "(paper Fig. 3), where the training loss pushes (Fig. 4), how the image features re-cluster (Fig. 5), "
-        "and how much each block's representation changed (linear CKA).",
+        "(paper Fig. 3; Fig. 4 right with and without the regulariser), where the training loss pushes (Fig. 4), "
+        "how consistent its gradients were, which channels and classes changed, how the image features re-cluster "
+        "(Fig. 5), and how much each block's representation changed (linear CKA).",
         f"Command: clipfit-analyze {' '.join(common.argv)}",
     ]
-    index, _ = write_report(out, title, intro, runs_table, tables, figures, notes)
+    summary += [f.finding for f in figures if f.finding]
+    index, _ = write_report(out, title, intro, runs_table, tables, figures, notes, [s for s in summary if s])
     return index
 
 

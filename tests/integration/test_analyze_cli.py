@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from analysis import schemas
 from analysis.cli import main
+from clipfit.rundir import load_checkpoint
 
 pytestmark = pytest.mark.slow  # every test reads runs trained for it
 
@@ -35,6 +40,12 @@ def lambda_pair(tmp_path_factory, train_tiny) -> tuple[Path, Path]:
     """Two runs that differ only in the regulariser weight: (λ = 8, λ = 0), the pair of paper Fig. 4 right."""
     root = tmp_path_factory.mktemp("ablation")
     return tuple(train_tiny(root / f"lambda{w}", "--reg-weight", w, **FLAGS)[0] for w in ("8", "0"))
+
+
+@pytest.fixture(scope="module")
+def seed2_run(tmp_path_factory, train_tiny) -> Path:
+    """tiny_run's configuration with seed 2: with tiny_run, two seeds of one configuration."""
+    return train_tiny(tmp_path_factory.mktemp("seeds") / "seed2", "--seed", "2", **FLAGS)[0]
 
 
 def _columns(path: Path) -> list[str]:
@@ -86,6 +97,156 @@ def test_param_change_with_and_without_the_regulariser(lambda_pair, tmp_path, ca
     # (on this seeded run 0.021 against 0.028; the image LayerNorms barely differ)
     text = table[table["tower"] == "text"].groupby("checkpoint")["sq_change"].sum()
     assert text["λ=8"] < text["λ=0"]
+    # on one scale, per layer group: the configurations are named by what differs (λ, read from the runs' records)
+    groups = pd.read_csv(out / "param_change_groups.csv")
+    assert _columns(out / "param_change_groups.csv") == list(schemas.PARAM_GROUPS)
+    own = groups[groups["level"] == "group"].set_index(["configuration", "group"])
+    assert set(own.index.get_level_values(0)) == {"clipfit λ=8", "clipfit λ=0"}
+    for config, checkpoint in (("clipfit λ=8", "λ=8"), ("clipfit λ=0", "λ=0")):
+        for group, part in table[table["checkpoint"] == checkpoint].groupby("group"):
+            row = own.loc[(config, group)]  # one run each: the group's sum, and that per value
+            assert row["sq_change_mean"] == pytest.approx(part["sq_change"].sum())
+            assert row["per_value_mean"] == pytest.approx(part["sq_change"].sum() / part["numel"].sum())
+    text_group = own.xs("text FFN-out bias", level="group")["per_value_mean"]
+    assert text_group["clipfit λ=8"] < text_group["clipfit λ=0"]
+
+
+def test_seeds_of_one_configuration_are_averaged_beside_another_configuration(
+    tiny_run, seed2_run, lambda_pair, tmp_path, capsys
+):
+    # seeds 1 and 2 of λ = 8, and λ = 0: two configurations that differ only in λ (paper Fig. 4 right)
+    runs = [tiny_run[0], seed2_run, lambda_pair[1]]
+    out = tmp_path / "pc"
+    assert main(["param-change", *map(str, runs), "--out", str(out)]) == 0
+    assert "(paper Fig. 4 right)" in capsys.readouterr().out
+    table = pd.read_csv(out / "param_change.csv")
+    assert list(table["checkpoint"].unique()) == ["clipfit λ=8 s1", "clipfit λ=8 s2", "clipfit λ=0"]
+    configs = pd.read_csv(out / "param_change_configs.csv", dtype={"seeds": str})
+    assert _columns(out / "param_change_configs.csv") == list(schemas.PARAM_CONFIGS)
+    pooled = configs[configs["configuration"] == "clipfit λ=8"].set_index("name")
+    assert (pooled["runs"] == 2).all() and (pooled["seeds"] == "1,2").all() and len(pooled) == 14
+    seeds = table[table["checkpoint"].str.startswith("clipfit λ=8")].groupby("name")["sq_change"]
+    assert pooled["sq_change_mean"].to_dict() == pytest.approx(seeds.mean().to_dict())
+    assert pooled["sq_change_std"].to_dict() == pytest.approx(seeds.std().to_dict())  # sample std over 2 seeds
+    assert (pooled["sq_change_std"] > 0).all()  # the seeds took different batches
+    sidecar = json.loads((out / "param_change.json").read_text())
+    assert sidecar["summary"]["finding"].startswith("Fig. 4 right, clipfit λ=8 against clipfit λ=0")
+
+    out = tmp_path / "gc"
+    assert main(["grad-cos", *map(str, runs), "--out", str(out)]) == 0
+    _figure_files(out, "grad_cos")
+    assert _columns(out / "grad_cos_steps.csv") == list(schemas.GRAD_COS_STEPS)
+    summary = pd.read_csv(out / "grad_cos.csv")
+    assert _columns(out / "grad_cos.csv") == list(schemas.GRAD_COS)
+    assert len(summary) == 3 * 14 and summary["mean_cos"].between(-1, 1).all()
+    # the trainer logged grad_cos: null on the first step only, and the table holds exactly the logged values
+    records = [json.loads(line) for line in (tiny_run[0] / "layers.jsonl").read_text().splitlines()]
+    assert all((r["grad_cos"] is None) == (r["step"] == 1) for r in records)
+    steps = pd.read_csv(out / "grad_cos_steps.csv")
+    own = steps[steps["checkpoint"] == "clipfit λ=8 s1"].set_index(["step", "name"])["grad_cos"]
+    assert own.to_dict() == pytest.approx({(r["step"], r["name"]): r["grad_cos"] for r in records if r["step"] > 1})
+
+
+def test_a_run_written_before_grad_cos_is_named_not_failed(tiny_run, tmp_path, caplog):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run[0], old)
+    records = [json.loads(line) for line in (old / "layers.jsonl").read_text().splitlines()]
+    (old / "layers.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "grad_cos"}) + "\n"
+                                              for r in records))  # fmt: skip
+    out = tmp_path / "gc"
+    assert main(["grad-cos", str(old), "--out", str(out)]) == 0
+    assert "No grad_cos in the layers.jsonl of" in caplog.text and not (out / "grad_cos.csv").exists()
+
+
+def test_per_class_agrees_with_the_runs_own_evaluation(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    out = tmp_path / "per-class"
+    # the run's evaluation capped each label space at 64 test images (evenly spaced): the same images here
+    assert main(["per-class", str(run_dir), "--max-images", "64", "--worst", "3", "--out", str(out)]) == 0
+    _figure_files(out, "per_class")
+    for stem in ("per_class", "per_class_configs", "per_class_confusion", "per_class_correlation"):
+        assert _columns(out / f"{stem}.csv") == list(schemas.ALL[stem])
+    table = pd.read_csv(out / "per_class.csv")
+    results = json.loads((run_dir / "results.json").read_text())
+    for subset in ("base", "new"):
+        part = table[table["subset"] == subset]
+        assert part["images"].sum() == 64
+        # images-weighted per-class accuracy is the run's own accuracy, zero-shot and fine-tuned
+        assert 100 * part["zs_correct"].sum() / 64 == pytest.approx(results["zero_shot"][f"{subset}_acc"], abs=1e-3)
+        assert 100 * part["ft_correct"].sum() / 64 == pytest.approx(results["metrics"][f"{subset}_acc"], abs=1e-3)
+    assert table["text_cos"].between(-1, 1 + 1e-6).all() and (table["text_cos"] < 1 - 1e-9).any()  # text biases moved
+    confusion = pd.read_csv(out / "per_class_confusion.csv")
+    assert (
+        confusion["true_class"].nunique() == 3
+        and (confusion["change"] == confusion["ft_count"] - confusion["zs_count"]).all()
+    )
+    correlation = pd.read_csv(out / "per_class_correlation.csv")
+    assert list(correlation["subset"]) == ["base", "new", "all"] and (correlation["classes"] == [32, 32, 64]).all()
+
+
+def test_channels(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    out = tmp_path / "channels"
+    assert main(["channels", str(run_dir), "--out", str(out)]) == 0
+    _figure_files(out, "channels")
+    channels, summary = pd.read_csv(out / "channels.csv"), pd.read_csv(out / "channel_concentration.csv")
+    assert _columns(out / "channels.csv") == list(schemas.CHANNELS)
+    assert _columns(out / "channel_concentration.csv") == list(schemas.CHANNEL_CONCENTRATION)
+    # all 14 trained tensors are 1-D (448 values): every channel listed, each tensor once
+    assert len(summary) == 14 and len(channels) == 448
+    ckpt = load_checkpoint(run_dir)
+    for row in summary.itertuples():
+        d = (ckpt.final[row.name].double() - ckpt.init[row.name].double()).numpy()
+        assert row.top_change == pytest.approx(d[row.top_channel]) and abs(d[row.top_channel]) == pytest.approx(
+            abs(d).max()
+        )
+    assert summary["top10_share"].between(summary["top1_share"], 1).all() and summary["gini"].between(0, 1).all()
+
+
+def test_two_plain_open_clip_weight_files(shared_tiny_weights, tmp_path, monkeypatch):
+    # weights clipfit did not write: a random clipfit-tiny (safetensors) and a WiSE-FT-style interpolation half way
+    # to another random one, saved with torch.save; read as data, never by torch.load
+    from clipfit.models import build_model
+
+    a = load_file(shared_tiny_weights)
+    torch.manual_seed(99)
+    other = build_model("clipfit-tiny", "none").model
+    c = other.state_dict()
+    b = {k: a[k] + 0.5 * (c[k] - a[k]) if a[k].is_floating_point() else a[k] for k in a}
+    torch.save(b, tmp_path / "wise-ft.pt")
+    tokens = torch.zeros(2, 77, dtype=torch.long)
+    tokens[:, :2] = torch.tensor([49406, 49407])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated, but it is the format of OpenAI's archives
+        torch.jit.trace(other, (torch.randn(2, 3, 32, 32), tokens), strict=False, check_trace=False).save(
+            str(tmp_path / "openai-like.pt")
+        )
+    for module, name in ((torch, "load"), (torch.jit, "load")):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: pytest.fail("a weights file went to torch.load"))
+    pair = ["--weights", f"clipfit-tiny:{shared_tiny_weights}", f"clipfit-tiny:{tmp_path / 'wise-ft.pt'}"]
+    out = tmp_path / "pc"
+    assert main(["param-change", *pair, "--out", str(out)]) == 0
+    table = pd.read_csv(out / "param_change.csv").set_index("name")
+    params = dict(build_model("clipfit-tiny", "none").model.named_parameters())
+    assert set(table.index) == set(params)  # every parameter compared, not a recipe's
+    expected = {n: 0.25 * float((c[n].double() - a[n].double()).pow(2).sum()) for n in params}
+    assert table["sq_change"].to_dict() == pytest.approx(expected, rel=1e-6)
+    # an OpenAI TorchScript archive against the interpolation: B - C = (A - C) / 2, the same squared change
+    archive = ["--weights", f"clipfit-tiny:{tmp_path / 'openai-like.pt'}", f"clipfit-tiny:{tmp_path / 'wise-ft.pt'}"]
+    assert main(["param-change", *archive, "--out", str(tmp_path / "ts-pc")]) == 0
+    from_archive = pd.read_csv(tmp_path / "ts-pc" / "param_change.csv").set_index("name")["sq_change"]
+    assert from_archive.to_dict() == pytest.approx(expected, rel=1e-6)
+    # not confined to a few groups: grouped by module family, and placed in depth
+    groups = pd.read_csv(out / "param_change_groups.csv")
+    families = set(groups.loc[groups["level"] == "family", "group"])
+    assert {"image attn", "image FFN-in", "image LN", "text embedding", "text projection"} <= families
+    _figure_files(out, "param_change_families")
+    data = ["--dataset", "shapes", "--max-images", "32"]
+    assert main(["rep-change", *pair, *data, "--out", str(tmp_path / "rc")]) == 0
+    cka = pd.read_csv(tmp_path / "rc" / "rep_change.csv")
+    assert (cka["cka"] < 1 - 1e-6).all()  # every block of both towers moved
+    assert main(["tsne", *pair, *data, "--max-classes", "4", "--perplexity", "5", "--out", str(tmp_path / "ts")]) == 0
+    assert list(pd.read_csv(tmp_path / "ts" / "tsne_metrics.csv")["model"]) == ["zero-shot", "fine-tuned"]
 
 
 def test_grad_sums_of_a_run_and_of_a_pretrained_model(tiny_run, tmp_path):
@@ -221,7 +382,10 @@ def test_report(tiny_run, tmp_path, capsys):
         "param_change_steps",
         "grad_sums_training",
         "grad_sums_steps",
+        "grad_cos",
+        "channels",
         "grad_sums",
+        "per_class",
         "tsne",
         "rep_change",
     ]
@@ -235,7 +399,8 @@ def test_report(tiny_run, tmp_path, capsys):
     for src in parser.images.values():
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
-    assert all((out / link).is_file() for link in parser.links)  # the SVG/CSV links resolve offline
+    files = [link for link in parser.links if not link.startswith("#")]  # (the others: the table of contents)
+    assert files and all((out / link).is_file() for link in files)  # the SVG/CSV links resolve offline
     markdown = (out / "report.md").read_text()
     for figure in manifest["figures"]:
         assert f"]({figure['png']})" in markdown and (out / figure["png"]).is_file()
@@ -283,3 +448,38 @@ def test_analyses_of_a_head_recipe_go_through_its_head(train_tiny, tmp_path):
     assert main(["grad-sums", str(coop), "--batches", "1", "--out", str(tmp_path / "gs")]) == 0
     table = pd.read_csv(tmp_path / "gs" / "grad_sums.csv").set_index("name")
     assert table.loc[table["in_recipe"], "grad_sq_sum"].gt(0).all()
+
+
+def test_a_comparison_report_over_a_sweep(tiny_run, seed2_run, lambda_pair, tmp_path):
+    # a sweep folder: seeds 1 and 2 of λ = 8 and a λ = 0 run, found under it
+    sweep = tmp_path / "sweep"
+    for name, run in (("lambda8/seed1", tiny_run[0]), ("lambda8/seed2", seed2_run), ("lambda0/seed1", lambda_pair[1])):
+        shutil.copytree(run, sweep / name)
+    out = tmp_path / "report"
+    argv = ["report", str(sweep), "--out", str(out), "--max-images", "32", "--max-classes", "4", "--batches", "1"]
+    assert main(argv) == 0
+    manifest = json.loads((out / "report.json").read_text())
+    assert manifest["title"] == "clipfit report: 2 configurations (3 runs) on shapes"
+    keys = [f["key"] for f in manifest["figures"]]
+    for key in ("param_change", "param_change_groups", "grad_cos", "channels", "per_class", "tsne", "rep_change"):
+        assert key in keys
+    # the summary opens the report with a number in every line; results are per configuration, seeds averaged
+    summary = manifest["summary"]
+    assert summary[0].startswith("Results: shapes base-to-new HM: zero-shot") and "clipfit λ=8" in summary[0]
+    assert "(2 seeds)" in summary[0] and all(any(ch.isdigit() for ch in line) for line in summary)
+    assert any(line.startswith("Fig. 4 right, clipfit λ=8 against clipfit λ=0") for line in summary)
+    page = (out / "index.html").read_text()
+    assert page.index('id="summary"') < page.index('id="contents"') < page.index('id="runs"')
+    parser = _Figures()
+    parser.feed(page)
+    anchors = [link[1:] for link in parser.links if link.startswith("#")]
+    assert set(keys) <= set(anchors) and set(anchors) <= set(parser.ids)  # the contents reach every section
+    assert '<div class="scroll"><table>' in page and ".scroll { overflow-x: auto;" in page  # wide tables scroll
+    markdown = (out / "report.md").read_text()
+    assert "## Summary" in markdown and "## Contents" in markdown and "clipfit λ=8 | " in markdown
+    # Fig. 4 left over seeds: the mean of the two seeds' sums over training
+    fig4 = pd.read_csv(out / "grad-sums" / "grad_sums_training_configs.csv").set_index(["configuration", "name"])
+    per_run = pd.read_csv(out / "grad-sums" / "grad_sums_training.csv")
+    seeds = per_run[per_run["checkpoint"].str.startswith("clipfit λ=8")].groupby("name")["grad_sq_sum"].mean()
+    assert fig4.xs("clipfit λ=8")["grad_sq_sum_mean"].to_dict() == pytest.approx(seeds.to_dict())
+    assert (fig4.xs("clipfit λ=8")["runs"] == 2).all() and (fig4.xs("clipfit λ=0")["runs"] == 1).all()

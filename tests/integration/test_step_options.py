@@ -92,6 +92,28 @@ def test_grad_checkpointing_of_a_resnet_image_tower_is_refused():
     set_grad_checkpointing(model, "text")  # the text tower is a transformer
 
 
+def test_the_step_keeps_the_cosine_of_successive_gradients(prepared):
+    # grad_cos of layers.jsonl: cos(g_t, g_{t-1}) per trained tensor, undefined (NaN) on the first step
+    _, trainer, state = prepared()
+    g = torch.Generator().manual_seed(1)
+    grads = []
+    for _ in range(3):
+        images, labels = torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 5])
+        trainer.train_step(state, images, labels)
+        grads.append([p.grad.detach().clone() for p in trainer.params])
+        if len(grads) == 1:
+            assert state.grad_cos.isnan().all()
+    expected = torch.stack(
+        [
+            torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+            for a, b in zip(*grads[1:], strict=True)
+        ]
+    )
+    torch.testing.assert_close(state.grad_cos, expected.double(), rtol=1e-5, atol=1e-6)
+    assert len(state.grad_cos) == len(trainer.trained) and (state.grad_cos.abs() < 1).all()
+    assert all(torch.equal(kept, last) for kept, last in zip(state.previous_grads, grads[-1], strict=True))
+
+
 def _flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()

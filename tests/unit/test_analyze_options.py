@@ -83,7 +83,7 @@ def test_the_cli_builds_each_sub_commands_options():
     from analysis.commands.tsne import TsneOptions
 
     opts = options_from(TsneOptions, args)
-    assert (opts.checkpoint, opts.tsne_seed, opts.data.seed, opts.max_classes) == ("RUN", 3, 2, 4)
+    assert (opts.checkpoints, opts.tsne_seed, opts.data.seed, opts.max_classes) == (["RUN"], 3, 2, 4)
     args = build_parser().parse_args(["report", "A", "B", "--no-data-passes", "--out", "o"])
     from analysis.commands.report import ReportOptions
 
