@@ -98,6 +98,7 @@ def _row(path: Path, root: Path, data: dict) -> dict:
         **{f"pub_{k}": published.get(k, nan) for k in ("base_acc", "new_acc", "hm", "acc")},
         "comparable": bool(data.get("comparable", True)),
         "precision": data.get("precision") or "?",
+        "signature": data.get("signature"),  # as the run recorded it (None in hand-made records)
         "clipfit_version": versions.get("clipfit") or "?",
         "torch_version": versions.get("torch") or "?",
     }

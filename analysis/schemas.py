@@ -124,6 +124,7 @@ RESULTS_RUNS = (
     "pub_acc",
     "comparable",
     "precision",
+    "signature",
     "clipfit_version",
     "torch_version",
 )

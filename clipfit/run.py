@@ -150,7 +150,10 @@ def _build_and_train(
         run.path.mkdir(parents=True, exist_ok=True)
     barrier()
     resume = run.checkpoint() if run.state == "partial" else None
-    sig = signature(bundle.name, bundle.pretrained, cfg.recipe, cfg.data.dataset, cfg.seed, bundle.activation)
+    sig = signature(
+        bundle.name, bundle.pretrained, cfg.recipe, cfg.data.dataset, cfg.seed, bundle.activation,
+        setting=cfg.data.setting, shots=cfg.data.shots, epochs=cfg.optim.epochs, reg_weight=cfg.optim.reg_weight,
+    )  # fmt: skip
     meta = {
         "model": bundle.name,
         "pretrained": bundle.pretrained,

@@ -121,6 +121,8 @@ def eval_targets(
                 target,
                 ckpt.meta.get("seed"),
                 bundle.activation,
+                setting="eval",
+                shots=ckpt.meta.get("shots"),
             ),
             "versions": versions(),
             **({"zero_shot_published": published} if published is not None else {}),

@@ -145,7 +145,9 @@ def results_from_runs(runs: pd.DataFrame, published: bool, common: Common, signa
 def run_results(opts: ResultsOptions, common: Common) -> ResultsOutput:
     """Every results.json under a tree, aggregated over seeds, as CSV, Markdown, LaTeX and figures."""
     runs = read_runs(opts.root)
-    signatures = sorted({signature(r.model, r.pretrained, r.recipe, r.dataset, r.seed) for r in runs.itertuples()})
+    signatures = sorted(
+        {r.signature or signature(r.model, r.pretrained, r.recipe, r.dataset, r.seed) for r in runs.itertuples()}
+    )
     output = results_from_runs(runs, opts.published, common, signatures)
     logger.debug("results: %s", summary(runs))
     if opts.readme:

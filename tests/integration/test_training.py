@@ -200,6 +200,10 @@ def test_run_directory_files(finished_run):
     assert set(results["metrics"]) == {"base_acc", "new_acc", "hm"} == set(results["zero_shot"])
     assert results["trainable_params"] == 448 and results["comparable"] is False  # eval images were capped
     assert results["signature"].startswith("model:clipfit-tiny|pretrained:")
+    # the signature names the protocol and the schedule, so two runs that differ in them never share one
+    fields = dict(field.split(":", 1) for field in results["signature"].split("|"))
+    assert fields["setting"] == results["setting"] and fields["shots"] == str(results["shots"])
+    assert fields["epochs"] == str(results["epochs"]) and fields["lambda"] == f"{results['reg_weight']:g}"
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["optim"]["reg_weight"] == 8.0 and {"clipfit", "open_clip", "torch"} <= set(
         config["versions"]
