@@ -21,7 +21,6 @@ from clipfit.data.base import DataError
 from clipfit.data.records import DEFAULT_MODEL
 from clipfit.data.registry import expand_names, load_dataset
 from clipfit.errors import ClipfitError
-from clipfit.models import locate_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check(data_root: str, datasets: list[str], model: str, pretrained: str, make_split: bool = False) -> list[str]:
     """One line per dataset and one for the weights; the problems found (empty when everything is ready)."""
+    from clipfit.models import locate_weights  # torch and open_clip: not for --help
+
     problems = []
     names = expand_names(datasets)
     width = max(len(n) for n in names)
