@@ -65,7 +65,9 @@ def test_eval_on_its_own_data_and_on_a_target(train_tiny, tmp_path, capsys):
         eval_cli.main(["--checkpoint", str(run_dir), "--datasets", "shapes-pretrain", "--max-eval-images", "64", "-q"])
         == 0
     )
-    result = json.loads((run_dir / "eval" / "shapes-pretrain" / "results.json").read_text())
+    results_file = run_dir / "eval" / "shapes-pretrain" / "results.json"
+    assert f"{results_file}" in capsys.readouterr().out  # the real path of every target, not <dataset>
+    result = json.loads(results_file.read_text())
     assert result["setting"] == "eval" and set(result["metrics"]) == {"acc"} and set(result["zero_shot"]) == {"acc"}
     assert result["source"]["dataset"] == "shapes" and result["signature"].startswith("model:clipfit-tiny")
 
