@@ -108,6 +108,11 @@ def next_commands(run_dir: str | Path) -> str:
     )
 
 
+def results_next_commands(tree: str | Path) -> str:
+    """What to do after a sweep or an evaluation on other datasets: their tables over seeds and datasets."""
+    return f"next:\n  clipfit-analyze results {shlex.quote(str(tree))}"
+
+
 def heartbeat_every() -> int:
     """Steps between heartbeat lines (``$CLIPFIT_HEARTBEAT``; 0: none)."""
     value = os.environ.get(HEARTBEAT_ENV, "").strip()

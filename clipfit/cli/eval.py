@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from clipfit.config import PRECISIONS
-from clipfit.console import add_version_flag, results_table, run_command, setup_logging
+from clipfit.console import add_version_flag, results_next_commands, results_table, run_command, setup_logging
 from clipfit.data.registry import expand_names
 from clipfit.recipes import get_recipe
 
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     zs = f"  (zero-shot {r['zero_shot']['acc']:.2f})" if r["zero_shot"] else ""
                     where = eval_run_dir(out, r["dataset"], writable=False).file(RESULTS_FILE)
                     print(f"{r['dataset']:<16} acc {r['metrics']['acc']:6.2f}{zs}  {where}")
+                logger.info(results_next_commands(out))
             return 0
         cfg, ckpt, _ = load_run(run_dir)
         if not ckpt.meta.get("complete", True):

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipfit.config import GRAD_CHECKPOINTING, PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
-from clipfit.console import add_version_flag, format_metrics, next_commands, results_table, run_command, setup_logging
+from clipfit.console import (
+    add_version_flag,
+    format_metrics,
+    next_commands,
+    results_next_commands,
+    results_table,
+    run_command,
+    setup_logging,
+)
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
@@ -317,6 +325,8 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
             print("means over seeds (HM of the mean Base and mean New):")
             for axes, results in groups.items():
                 print(f"  {axes} {len(results)} seeds  {_format(mean_over_seeds([r['metrics'] for r in results]))}")
+        if not args.dry_run:
+            logger.info(results_next_commands(args.out))
     failed = sum(1 for _, _, results, note in rows if results is None and not note.startswith("dry run"))
     if failed:
         logger.error("%d of %d runs failed or were skipped; see the messages above", failed, len(rows))
