@@ -179,7 +179,7 @@ class Heartbeat:
         """The heartbeat line for the current position."""
         elapsed = self.clock() - self.started
         steps = self.done - self.initial
-        where = f"{self.unit} {_amount(self.done, self.unit)}"
+        where = _amount(self.done, self.unit) if self.unit == "B" else f"{self.unit} {_amount(self.done, self.unit)}"
         if self.total:
             where += f"/{_amount(self.total, self.unit)} ({100 * self.done / self.total:.0f}%)"
         parts = [f"{self.desc}: {where}"]
@@ -209,18 +209,20 @@ def progress(
     unit: str = "batch",
     count: Callable[[T], int] | None = None,
     count_unit: str = "img",
+    every: int | None = None,
     enabled: bool = True,
     leave: bool = False,
 ) -> Iterator[T]:
     """``items`` with a tqdm bar on a terminal and heartbeat lines in a log (see :class:`Heartbeat`).
 
-    ``count(item)`` is how many images (``count_unit``) an item holds, for the rate.
+    ``count(item)`` is how many images (``count_unit``) an item holds, for the rate; ``every`` items between
+    heartbeat lines (default: ``$CLIPFIT_HEARTBEAT``).
     """
     from tqdm import tqdm
 
     if total is None:
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-    beat = Heartbeat(total, desc, unit=unit, count_unit=count_unit, enabled=enabled)
+    beat = Heartbeat(total, desc, unit=unit, count_unit=count_unit, every=every, enabled=enabled)
     with tqdm(items, desc=desc, total=total, unit=unit, disable=None if enabled else True, leave=leave) as bar:
         for item in bar:
             yield item
