@@ -165,7 +165,7 @@ def fetch_one(record: DatasetRecord, download: Download, root: Path, mirror: str
             fetch_file(url, target, download.size)
         except FetchError as exc:
             raise FetchError(f"{exc}\n{_by_hand(download, target)}") from None
-    verify(target, download, record.name)
+    verify(target, download)
     folder.mkdir(parents=True, exist_ok=True)
     if not download.extract:
         os.replace(target, folder / download.filename)
@@ -240,6 +240,10 @@ def fetch_file(url: str, target: Path, size: int | None = None, retries: int = R
                 break
             if exc.code == 416:  # the .part is longer than the file: start again
                 part.unlink()
+                continue
+            if exc.code >= 500 and attempt < retries:  # the server's trouble, often passing
+                logger.warning("%s: HTTP %d %s; trying again", url, exc.code, exc.reason)
+                time.sleep(min(2**attempt - 1, 10))
                 continue
             raise FetchError(f"{url}: the server answered HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
@@ -332,7 +336,7 @@ def _disk_full(exc: BaseException) -> bool:
 # ----------------------------------------------------------------------------- checking
 
 
-def verify(path: Path, download: Download, dataset: str) -> None:
+def verify(path: Path, download: Download) -> None:
     """Refuse ``path`` unless it is the published file: its checksums, or (with none published) its format.
 
     A refused file is renamed ``<file>.rejected`` (the next run downloads it again) and the error names it.
