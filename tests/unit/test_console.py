@@ -110,9 +110,7 @@ def test_no_heartbeat_on_a_terminal_or_when_turned_off(capsys, monkeypatch):
     assert "train:" not in capsys.readouterr().out
 
 
-def test_training_in_a_log_writes_heartbeats_to_the_console_and_log_txt(
-    tiny, shapes_task, make_trainer, tmp_path, capsys, monkeypatch
-):
+def test_training_in_a_log_writes_heartbeat_lines(tiny, shapes_task, make_trainer, tmp_path, capsys, monkeypatch):
     from clipfit.console import setup_logging
     from clipfit.recipes import apply_recipe
 
