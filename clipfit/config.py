@@ -19,13 +19,14 @@ from clipfit.data.records import DEFAULT_MODEL
 from clipfit.data.registry import get_spec
 from clipfit.errors import ConfigError
 from clipfit.recipes import Recipe, get_recipe, head_options
-from clipfit.towers import GRAD_CHECKPOINTING
 
 logger = logging.getLogger(__name__)
 
 SETTINGS = ("base2new", "fewshot")
 # auto, fp32, bf16/fp16 autocast, or half: the released code's numerics (clipfit.models.to_half)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "half")
+# which towers recompute their blocks' activations in backward (clipfit.towers.set_grad_checkpointing)
+GRAD_CHECKPOINTING = ("text", "image", "all")
 
 # ---------------------------------------------------------------------------- paper presets
 # The per-dataset epochs and few-shot lambda are in each dataset's record (clipfit.data.catalog);

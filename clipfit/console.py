@@ -5,15 +5,24 @@ Library code logs through ``logging.getLogger(__name__)``; only the commands (``
 input or state the user can fix: :func:`run_command` prints its message without a traceback and
 returns exit status 2, while real bugs keep their traceback. A full disk is the user's to fix as well: it
 ends in the same one line (:func:`clipfit.files.disk_full_message`) wherever the write came from.
+
+Progress: on a terminal, long loops show tqdm bars (on stderr), and the console's log lines are written
+through ``tqdm.write``, which clears the bars, writes the line and redraws them, so a line never lands in
+the middle of a bar. When stdout is not a terminal (a log file, CI, ``nohup``), bars are not drawn and a
+:class:`Heartbeat` logs one line every N steps instead: the position, the rate (images/s) and the ETA.
+N is ``$CLIPFIT_HEARTBEAT`` (default 50; 0 turns the lines off).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +33,9 @@ from clipfit.files import disk_full_message, is_disk_full
 logger = logging.getLogger("clipfit")
 T = TypeVar("T")
 
+HEARTBEAT_ENV = "CLIPFIT_HEARTBEAT"
+DEFAULT_HEARTBEAT = 50  # steps between heartbeat lines in a non-terminal log
+
 
 class _Below(logging.Filter):
     def __init__(self, level: int) -> None:
@@ -32,6 +44,22 @@ class _Below(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < self.level
+
+
+class _BarSafeHandler(logging.StreamHandler):
+    """A console handler that writes through ``tqdm.write``: active progress bars are cleared first and
+    redrawn after the line, so log lines never overwrite a bar (what tqdm's ``logging_redirect_tqdm`` does)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm  # light, and only once something is logged
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False, main_process: bool = True, name: str = "clipfit") -> None:
@@ -47,10 +75,10 @@ def setup_logging(verbose: int = 0, quiet: bool = False, main_process: bool = Tr
     level = logging.DEBUG if verbose else logging.INFO
     if quiet or not main_process:
         level = logging.WARNING
-    out = logging.StreamHandler(sys.stdout)
+    out = _BarSafeHandler(sys.stdout)
     out.setFormatter(logging.Formatter("%(message)s"))
     out.addFilter(_Below(logging.WARNING))
-    err = logging.StreamHandler(sys.stderr)
+    err = _BarSafeHandler(sys.stderr)
     err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     err.setLevel(logging.WARNING)
     for handler in (out, err):
@@ -78,6 +106,127 @@ def next_commands(run_dir: str | Path) -> str:
             f"  clipfit-export {run} --out exports/{name}",
         ]
     )
+
+
+def results_next_commands(tree: str | Path) -> str:
+    """What to do after a sweep or an evaluation on other datasets: their tables over seeds and datasets."""
+    return f"next:\n  clipfit-analyze results {shlex.quote(str(tree))}"
+
+
+def heartbeat_every() -> int:
+    """Steps between heartbeat lines (``$CLIPFIT_HEARTBEAT``; 0: none)."""
+    value = os.environ.get(HEARTBEAT_ENV, "").strip()
+    try:
+        return max(0, int(value)) if value else DEFAULT_HEARTBEAT
+    except ValueError:
+        logger.warning("%s=%r is not a number of steps; using %d", HEARTBEAT_ENV, value, DEFAULT_HEARTBEAT)
+        return DEFAULT_HEARTBEAT
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(max(0.0, seconds))))
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit != "B":
+        return f"{value:,.0f}"
+    for prefix in ("", "k", "M", "G", "T"):
+        if abs(value) < 1000 or prefix == "T":
+            return f"{value:.0f} B" if not prefix else f"{value:.1f} {prefix}B"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+class Heartbeat:
+    """One log line every ``every`` steps when stdout is not a terminal: position, rate and ETA.
+
+    ``heartbeat.update(n, count)`` after each of ``n`` steps that processed ``count`` items (images, bytes);
+    the rate is counted items per second since the heartbeat started (``initial`` steps were done before:
+    a resumed run), the ETA the remaining steps at the rate of steps so far. On a terminal it stays silent:
+    the progress bar says the same.
+
+    Example line: ``train: step 150/1,600 (9%)  312.4 img/s  elapsed 0:00:48  ETA 0:07:45  loss 1.234``.
+    """
+
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        *,
+        unit: str = "step",
+        count_unit: str = "img",
+        initial: int = 0,
+        every: int | None = None,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total, self.desc, self.unit, self.count_unit = total, desc, unit, count_unit
+        self.done, self.count, self.every, self.clock = initial, 0, heartbeat_every() if every is None else every, clock
+        self.enabled = enabled and self.every > 0 and not _is_terminal(sys.stdout)
+        self.started, self.next_at, self.initial = clock(), initial + self.every, initial
+        self.postfix: dict[str, Any] = {}
+
+    def update(self, n: int = 1, count: int = 0, **postfix: Any) -> None:
+        """``n`` more steps done, ``count`` more items processed; ``postfix`` values go at the end of the line."""
+        self.done += n
+        self.count += count
+        self.postfix.update(postfix)
+        if self.enabled and self.done >= self.next_at:
+            self.next_at = (self.done // self.every + 1) * self.every
+            logger.info("%s", self.line())
+
+    def line(self) -> str:
+        """The heartbeat line for the current position."""
+        elapsed = self.clock() - self.started
+        steps = self.done - self.initial
+        where = _amount(self.done, self.unit) if self.unit == "B" else f"{self.unit} {_amount(self.done, self.unit)}"
+        if self.total:
+            where += f"/{_amount(self.total, self.unit)} ({100 * self.done / self.total:.0f}%)"
+        parts = [f"{self.desc}: {where}"]
+        if elapsed > 0 and self.count:
+            rate = self.count / elapsed
+            unit = self.count_unit
+            parts.append(f"{_amount(rate, unit)}/s" if unit == "B" else f"{rate:.1f} {unit}/s")
+        parts.append(f"elapsed {_duration(elapsed)}")
+        if self.total and elapsed > 0 and steps > 0:
+            parts.append(f"ETA {_duration((self.total - self.done) * elapsed / steps)}")
+        parts.extend(f"{k} {v}" for k, v in self.postfix.items())
+        return "  ".join(parts)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+def progress(
+    items: Iterable[T],
+    desc: str,
+    *,
+    total: int | None = None,
+    unit: str = "batch",
+    count: Callable[[T], int] | None = None,
+    count_unit: str = "img",
+    every: int | None = None,
+    enabled: bool = True,
+    leave: bool = False,
+) -> Iterator[T]:
+    """``items`` with a tqdm bar on a terminal and heartbeat lines in a log (see :class:`Heartbeat`).
+
+    ``count(item)`` is how many images (``count_unit``) an item holds, for the rate; ``every`` items between
+    heartbeat lines (default: ``$CLIPFIT_HEARTBEAT``).
+    """
+    from tqdm import tqdm
+
+    if total is None:
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+    beat = Heartbeat(total, desc, unit=unit, count_unit=count_unit, every=every, enabled=enabled)
+    with tqdm(items, desc=desc, total=total, unit=unit, disable=None if enabled else True, leave=leave) as bar:
+        for item in bar:
+            yield item
+            beat.update(1, count(item) if count else 0)
 
 
 def run_command(body: Callable[[], T]) -> T | int:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from clipfit.checkpoint import Checkpoint, rng_state, set_rng_state
 from clipfit.config import OptimConfig, RunConfig
+from clipfit.console import Heartbeat
 from clipfit.data.base import ImageReader, Sample
 from clipfit.data.loaders import TrainBatches
 from clipfit.errors import ConfigError
@@ -323,18 +324,22 @@ class Trainer:
             unit="epoch",
             disable=None if self.env.is_main else True,
         )
+        # in a log (stdout not a terminal) a line every N steps instead of the bar: images/s and ETA
+        beat = Heartbeat(len(sampler) * optim.epochs, "train", initial=step, enabled=self.env.is_main)
         try:
             for epoch in range(start_epoch, optim.epochs):
                 lr = lr_at_epoch(epoch, optim)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 sampler.set_epoch(epoch)
+                beat.postfix["epoch"] = f"{epoch + 1}/{optim.epochs}"
                 window, epoch_stats = StepStats(self.device), StepStats(self.device)
                 for images, labels in loader:
                     images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
                     parts, grad_sq = self.train_step(state, images, labels, sampler.global_batch_size)
                     grad_sq_cum += grad_sq
                     step += 1
+                    beat.update(1, sampler.global_batch_size)
                     window.add(parts, labels)
                     epoch_stats.add(parts, labels)
                     if step % settings.log_every == 0:
@@ -349,7 +354,9 @@ class Trainer:
                         epoch + 1, step, elapsed_now, init, optimizer, grad_sq_cum, state.scaler, state.previous_grads
                     )
                 bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.1f}")
+                shown = {"loss": f"{last['loss']:.3f}", "acc": f"{last['acc']:.1f}"}
+                bar.set_postfix(**shown)
+                beat.postfix.update(shown)  # the last finished epoch's
                 milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0
                 logger.log(
                     logging.INFO if milestone else logging.DEBUG,  # the console shows ~10 epochs, log.txt all

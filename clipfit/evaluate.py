@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from clipfit.config import RunConfig
+from clipfit.console import progress
 from clipfit.data.base import DataError, Dataset, ImageReader, Sample
 from clipfit.data.loaders import eval_loader, workers_for
 from clipfit.data.prepare import RunData
@@ -69,7 +69,7 @@ def image_features(
     encode = encode or model.encode_image
     dtype = image_input_dtype(model)
     feats, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, disable=None, leave=False):
+    for images, targets in progress(loader, desc, count=lambda batch: len(batch[0])):
         with autocast(device, precision):
             out = encode(images.to(device, dtype, non_blocking=True))
         feats.append(F.normalize(out.float(), dim=-1))

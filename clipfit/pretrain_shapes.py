@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from clipfit.console import setup_logging
 from clipfit.data import shapes
 from clipfit.models import build_model
 from clipfit.prompts import make_prompts
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "splits) and rewrite its metadata and .json; the tensors stay as they are",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()  # the step lines are written above the progress bar, not into it
     if args.remeasure:
         model, metrics = _remeasure(args.out)
     else:

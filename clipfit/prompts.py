@@ -7,13 +7,13 @@ record (:mod:`clipfit.data.catalog`) and reaches here through ``Dataset.template
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from clipfit.errors import ConfigError
-from clipfit.towers import cut_tokens, encode_text, supports_cut
+
+if TYPE_CHECKING:  # the text helpers import torch when they run, so the name rules load without it
+    import torch
+    from torch import nn
 
 
 def clean_classname(name: str) -> str:
@@ -38,12 +38,19 @@ def class_tokens(
     tokenizer: Callable[..., torch.Tensor], model: nn.Module, template: str, classnames: Sequence[str]
 ) -> torch.Tensor:
     """Token ids of every class prompt, cut to the longest prompt where that is exact for ``model``."""
+    from clipfit.towers import cut_tokens, supports_cut
+
     tokens = tokenizer(make_prompts(template, classnames))
     return cut_tokens(tokens) if supports_cut(model) else tokens
 
 
 def text_features(model: nn.Module, tokens: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """L2-normalised text features of token rows, computed in chunks (for 1000-class sets)."""
+    import torch
+    import torch.nn.functional as F
+
+    from clipfit.towers import encode_text
+
     device = next(model.parameters()).device
     parts = [encode_text(model, tokens[i : i + chunk].to(device)) for i in range(0, len(tokens), chunk)]
     return F.normalize(torch.cat(parts).float(), dim=-1)

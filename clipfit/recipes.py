@@ -12,6 +12,10 @@ where its published settings differ from ClipFit's (the literature's baselines t
 cross-entropy alone: add the regulariser with --reg-weight; full fine-tuning of all weights with
 SGD needs a learning rate far below 0.002: measured on the shapes world, 0.002 overfits the base
 classes and loses New, 1e-4 does not). Adding a recipe on existing tensors is one record here.
+
+The records load without torch (``clipfit-train --help`` lists them): a rule names its selector in
+:mod:`clipfit.towers` (or the head module type in :mod:`clipfit.heads.parts`), imported when a model is
+selected.
 """
 
 from __future__ import annotations
@@ -19,25 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from clipfit import towers
 from clipfit.errors import ClipfitError
-from clipfit.heads import (
-    Adapter,
-    AdapterHead,
-    ClipHead,
-    CoCoOpHead,
-    CoCoOpPrompts,
-    CoOpHead,
-    LinearProbe,
-    MaPLeHead,
-    MaPLePrompts,
-    ProbeHead,
-    PromptContext,
-)
+from clipfit.heads import AdapterHead, ClipHead, CoCoOpHead, CoOpHead, MaPLeHead, ProbeHead
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class RecipeError(ClipfitError, ValueError):
@@ -81,9 +73,26 @@ class Recipe:
         )
 
 
-def _of_type(kind: type[nn.Module], what: str) -> Callable[[nn.Module], list[str]]:
+def _tower(selector: str) -> Callable[[nn.Module], list[str]]:
+    """The structural selector ``clipfit.towers.<selector>`` (imported on use: the records load without torch)."""
+
+    def select(model: nn.Module) -> list[str]:
+        from clipfit import towers
+
+        return getattr(towers, selector)(model)
+
+    select.__name__ = selector
+    return select
+
+
+def _of_type(kind: str, what: str) -> Callable[[nn.Module], list[str]]:
+    """The parameters of the head's modules of type ``clipfit.heads.parts.<kind>``."""
+
     def select_head_modules(model: nn.Module) -> list[str]:
-        found = towers.parameters_of_type(model, kind)
+        from clipfit import towers
+        from clipfit.heads import parts
+
+        found = towers.parameters_of_type(model, getattr(parts, kind))
         if not found:
             raise RecipeError(f"the model has no {what}; the recipe's head attaches it before selection")
         return found
@@ -91,8 +100,8 @@ def _of_type(kind: type[nn.Module], what: str) -> Callable[[nn.Module], list[str
     return select_head_modules
 
 
-_TEXT_FFN_OUT = Rule("text", "bias of the output Linear of every feed-forward block", towers.text_ffn_output_biases)
-_IMAGE_LN = Rule("image", "weight and bias of every LayerNorm", towers.image_layernorms)
+_TEXT_FFN_OUT = Rule("text", "bias of the output Linear of every feed-forward block", _tower("text_ffn_output_biases"))
+_IMAGE_LN = Rule("image", "weight and bias of every LayerNorm", _tower("image_layernorms"))
 _NO_REGULARISER = MappingProxyType({"reg_weight": 0.0})
 
 RECIPES: dict[str, Recipe] = {
@@ -104,44 +113,44 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "clipfit-fc",
             "ablation: both FFN biases of the text blocks + image LayerNorms",
-            (Rule("text", "biases of both Linears of every feed-forward block", towers.text_ffn_biases), _IMAGE_LN),
+            (Rule("text", "biases of both Linears of every feed-forward block", _tower("text_ffn_biases")), _IMAGE_LN),
         ),
         Recipe(
             "bitfit",
             "BitFit: every bias of both towers",
-            (Rule("image", "every bias", towers.image_biases), Rule("text", "every bias", towers.text_biases)),
+            (Rule("image", "every bias", _tower("image_biases")), Rule("text", "every bias", _tower("text_biases"))),
             defaults=_NO_REGULARISER,
         ),
         Recipe(
             "ln-tuning",
             "every LayerNorm of both towers",
-            (_IMAGE_LN, Rule("text", "weight and bias of every LayerNorm", towers.text_layernorms)),
+            (_IMAGE_LN, Rule("text", "weight and bias of every LayerNorm", _tower("text_layernorms"))),
             defaults=_NO_REGULARISER,
         ),
         Recipe(
             "full",
             "full fine-tuning: every parameter except the logit scale",
-            (Rule("model", "every parameter except logit_scale/logit_bias", towers.all_but_logit_scale),),
+            (Rule("model", "every parameter except logit_scale/logit_bias", _tower("all_but_logit_scale")),),
             defaults=MappingProxyType({"reg_weight": 0.0, "lr": 1e-4}),
         ),
         Recipe(
             "coop",
             "CoOp prompt tuning: learnable context vectors shared by all classes",
-            (Rule("prompt", "the context vectors", _of_type(PromptContext, "prompt context (CoOp)")),),
+            (Rule("prompt", "the context vectors", _of_type("PromptContext", "prompt context (CoOp)")),),
             head=CoOpHead,
             defaults=_NO_REGULARISER,
         ),
         Recipe(
             "clip-adapter",
             "CLIP-Adapter: a residual bottleneck MLP on the image features",
-            (Rule("adapter", "the adapter's layers", _of_type(Adapter, "image adapter (CLIP-Adapter)")),),
+            (Rule("adapter", "the adapter's layers", _of_type("Adapter", "image adapter (CLIP-Adapter)")),),
             head=AdapterHead,
             defaults=_NO_REGULARISER,
         ),
         Recipe(
             "cocoop",
             "CoCoOp: CoOp's context plus a meta-network that shifts it per image",
-            (Rule("prompt", "the context vectors and the meta-network", _of_type(CoCoOpPrompts, "CoCoOp prompts")),),
+            (Rule("prompt", "the context vectors and the meta-network", _of_type("CoCoOpPrompts", "CoCoOp prompts")),),
             head=CoCoOpHead,
             # the published settings (vit_b16_c4_ep10_batch1_ctxv1); the original trains in fp16
             defaults=MappingProxyType({"reg_weight": 0.0, "lr": 0.002, "epochs": 10, "batch_size": 1}),
@@ -150,7 +159,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "kgcoop",
             "KgCoOp: CoOp with its class text features held near the hand-crafted prompt's",
-            (Rule("prompt", "the context vectors", _of_type(PromptContext, "prompt context (CoOp)")),),
+            (Rule("prompt", "the context vectors", _of_type("PromptContext", "prompt context (CoOp)")),),
             head=CoOpHead,
             # the published settings (vit_b16_ep100_ctxv1, W = 8); the released code's term is 1 - mean cos
             # to the hand-crafted prompt's features, ClipFit's regulariser (the paper writes ||w - w_clip||^2,
@@ -161,7 +170,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "maple",
             "MaPLe: coupled prompts in the first J blocks of both towers",
-            (Rule("prompt", "the prompts and coupling functions", _of_type(MaPLePrompts, "MaPLe prompts")),),
+            (Rule("prompt", "the prompts and coupling functions", _of_type("MaPLePrompts", "MaPLe prompts")),),
             head=MaPLeHead,
             # the published settings (vit_b16_c2_ep5_batch4_2ctx)
             defaults=MappingProxyType({"reg_weight": 0.0, "lr": 0.0035, "epochs": 5, "batch_size": 4}),
@@ -172,7 +181,9 @@ RECIPES: dict[str, Recipe] = {
             "linear probe (CoOp's protocol): logistic regression on frozen L2-normalised image features",
             (
                 Rule(
-                    "probe", "the probe's weight and bias (fit by scikit-learn)", _of_type(LinearProbe, "linear probe")
+                    "probe",
+                    "the probe's weight and bias (fit by scikit-learn)",
+                    _of_type("LinearProbe", "linear probe"),
                 ),
             ),
             head=ProbeHead,
@@ -203,6 +214,8 @@ def select(model: nn.Module, recipe: Recipe | str) -> list[str]:
         RecipeError: a rule matches nothing (e.g. LayerNorms of a ResNet image tower), or the
             model lacks the structure a rule reads.
     """
+    from clipfit import towers
+
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     chosen: set[str] = set()
     for rule in recipe.rules:

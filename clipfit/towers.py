@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from open_clip.transformer import TextTransformer, text_global_pool
 from torch import nn
 
+from clipfit.config import GRAD_CHECKPOINTING
 from clipfit.errors import ClipfitError, ConfigError
 
 _CUTTABLE_POOLS = ("argmax", "eos", "first")
-GRAD_CHECKPOINTING = ("text", "image", "all")  # which towers recompute their blocks' activations in backward
 
 
 class TowerError(ClipfitError, ValueError):

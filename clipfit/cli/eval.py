@@ -16,18 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
-from clipfit.checkpoint import checkpoint_values
 from clipfit.config import PRECISIONS
-from clipfit.console import add_version_flag, results_table, run_command, setup_logging
-from clipfit.data.prepare import prepare_data
+from clipfit.console import add_version_flag, results_next_commands, results_table, run_command, setup_logging
 from clipfit.data.registry import expand_names
-from clipfit.evaluate import EvalSettings, zero_shot_metrics
-from clipfit.methods import method_of
 from clipfit.recipes import get_recipe
-from clipfit.rundir import default_eval_root, load_run
-from clipfit.runtime import destroy_distributed, device_for, init_distributed, main_process_first, resolve_precision
-from clipfit.trained import build_trained_model
-from clipfit.transfer import eval_targets
 
 logger = logging.getLogger("clipfit.cli.eval")
 
@@ -70,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    # torch and open_clip load once the arguments are parsed: --help and --version answer at once
+    from clipfit.checkpoint import checkpoint_values
+    from clipfit.data.prepare import prepare_data
+    from clipfit.evaluate import EvalSettings, zero_shot_metrics
+    from clipfit.methods import method_of
+    from clipfit.rundir import RESULTS_FILE, default_eval_root, eval_run_dir, load_run
+    from clipfit.runtime import (
+        destroy_distributed,
+        device_for,
+        init_distributed,
+        main_process_first,
+        resolve_precision,
+    )
+    from clipfit.trained import build_trained_model
+    from clipfit.transfer import eval_targets
+
     env = run_command(lambda: init_distributed(args.device or "auto"))
     if isinstance(env, int):  # could not join torchrun's process group (the error is printed)
         return env
@@ -101,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             if env.is_main:
                 for r in all_results:
                     zs = f"  (zero-shot {r['zero_shot']['acc']:.2f})" if r["zero_shot"] else ""
-                    print(f"{r['dataset']:<16} acc {r['metrics']['acc']:6.2f}{zs}")
-                print(f"results: {out}/<dataset>/results.json")
+                    where = eval_run_dir(out, r["dataset"], writable=False).file(RESULTS_FILE)
+                    print(f"{r['dataset']:<16} acc {r['metrics']['acc']:6.2f}{zs}  {where}")
+                logger.info(results_next_commands(out))
             return 0
         cfg, ckpt, _ = load_run(run_dir)
         if not ckpt.meta.get("complete", True):

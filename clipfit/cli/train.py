@@ -24,20 +24,28 @@ import itertools
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
-from clipfit.console import add_version_flag, format_metrics, next_commands, results_table, run_command, setup_logging
+from clipfit.config import GRAD_CHECKPOINTING, PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
+from clipfit.console import (
+    add_version_flag,
+    format_metrics,
+    next_commands,
+    results_next_commands,
+    results_table,
+    run_command,
+    setup_logging,
+)
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
 from clipfit.files import DiskFullError
 from clipfit.metrics import mean_over_seeds
 from clipfit.recipes import RECIPES, head_options
-from clipfit.run import train_run
-from clipfit.rundir import CONFIG_FILE, RunDir, RunError, RunLockedError, default_run_dir
-from clipfit.runtime import DistEnv, destroy_distributed, init_distributed
-from clipfit.towers import GRAD_CHECKPOINTING
 from clipfit.tracking import parse_report_to
+
+if TYPE_CHECKING:  # torch and open_clip load once the arguments are parsed: --help and --version answer at once
+    from clipfit.runtime import DistEnv
 
 logger = logging.getLogger("clipfit.cli.train")
 
@@ -268,6 +276,9 @@ def _format(metrics: dict[str, float | None] | None) -> str:
 
 def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> int:
     """Run every configuration into its own directory; a dataset whose data fails is skipped, the rest go on."""
+    from clipfit.run import train_run
+    from clipfit.rundir import RunLockedError, default_run_dir
+
     rows: list[tuple[RunConfig, Path, dict | None, str]] = []
     broken: dict[str, str] = {}
     for i, cfg in enumerate(configs, 1):
@@ -314,6 +325,8 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
             print("means over seeds (HM of the mean Base and mean New):")
             for axes, results in groups.items():
                 print(f"  {axes} {len(results)} seeds  {_format(mean_over_seeds([r['metrics'] for r in results]))}")
+        if not args.dry_run:
+            logger.info(results_next_commands(args.out))
     failed = sum(1 for _, _, results, note in rows if results is None and not note.startswith("dry run"))
     if failed:
         logger.error("%d of %d runs failed or were skipped; see the messages above", failed, len(rows))
@@ -322,6 +335,8 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
 
 
 def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
+    from clipfit.rundir import CONFIG_FILE, RunDir, RunError
+
     cfg = RunDir(run_dir).config()
     if cfg is None:
         raise RunError(f"cannot resume {run_dir}: no {CONFIG_FILE} there (is it a clipfit-train run directory?)")
@@ -337,6 +352,10 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    from clipfit.run import train_run
+    from clipfit.rundir import default_run_dir
+    from clipfit.runtime import destroy_distributed, init_distributed
+
     env = run_command(lambda: init_distributed(args.device or "auto"))
     if isinstance(env, int):  # could not join torchrun's process group (the error is printed)
         return env

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from clipfit.config import PAPER_BASE2NEW_REG_WEIGHT
 from clipfit.data.catalog import GROUPS, RECORDS
-from clipfit.data.records import COOP_DATASETS_MD, DatasetRecord
+from clipfit.data.fetch import MIRROR_ENV, WORK_DIR
+from clipfit.data.records import COOP_DATASETS_MD, DatasetRecord, Download
 from clipfit.data.registry import get_spec
 
 GENERATED = (
@@ -58,12 +59,62 @@ def _row(names: str, title: str, record: DatasetRecord, folder: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _checksum(download: Download) -> str:
+    if download.sha256 or download.md5:
+        kinds = " and ".join(k for k in ("sha256", "md5") if getattr(download, k))
+        return f"{kinds} checked, as published by {download.checksum_source}"
+    return "no published checksum: checked that it reads as what it is"
+
+
+def _fetch_lines(record: DatasetRecord) -> str:
+    lines = []
+    if record.downloads:
+        files = "; ".join(f"`{d.filename}` ({_checksum(d)})" for d in record.downloads)
+        lines.append(f"- `clipfit-data fetch {record.name}` downloads: {files}")
+    if record.by_hand:
+        lines.append(f"- by hand: {record.by_hand}")
+    return "\n".join(lines)
+
+
 def _section(record: DatasetRecord) -> str:
     tags = f"`{record.name}`, test only" if record.test_only else f"`{record.name}`"
     sources = "\n".join(
         f"  {line.strip()}" if line.startswith(" ") else f"- {line}" for line in record.sources.splitlines()
     )
-    return f"## {record.title} ({tags})\n\n```\n{record.tree}\n```\n\n{sources}\n"
+    fetch = _fetch_lines(record)
+    return f"## {record.title} ({tags})\n\n```\n{record.tree}\n```\n\n{sources}\n" + (f"{fetch}\n" if fetch else "")
+
+
+def _fetching() -> str:
+    """The section on clipfit-data fetch, with which datasets it completes and which need a hand."""
+    complete = [f"`{r.name}`" for r in RECORDS.values() if r.downloads and not r.by_hand]
+    partly = [f"`{r.name}`" for r in RECORDS.values() if r.by_hand]
+    return f"""## Fetching: `clipfit-data fetch`
+
+```
+clipfit-data fetch all imagenet-variants --data-root ~/data
+```
+
+downloads every file below that a script may download, from where it is published, into the layout above:
+streamed with a progress bar, resumed where it stopped after an interruption (the same command again), each
+file checked against the checksum published for it (torchvision's md5, tensorflow_datasets' sha256) before it
+is used (a file that differs is kept aside as `<file>.rejected` and refused), archives unpacked safely (no
+member may leave the dataset folder) and moved into place only when complete. What is already there is
+skipped. It ends with `clipfit-data check`'s line for each dataset and the list of what must be fetched by
+hand, with instructions. Work files live in `<data root>/{WORK_DIR}/` until a dataset is complete; a file
+downloaded by hand and saved there under its name is checked and used by the next run. `--mirror URL` (or
+`${MIRROR_ENV}`) fetches every file from `URL/<dataset>/<file>` instead, with the same checksums.
+
+- Complete by script: {", ".join(complete)}.
+- By hand, at least in part: {", ".join(partly)} (the files named "by hand" below).
+
+CoOp's split files, its class-name files and UCF101's middle frames are on Google Drive, which publishes no
+checksum: fetch checks that a split file reads as one and that a zip's CRCs hold, and prints the sha256 it
+got. Drive sometimes answers with a web page instead of the file (too many downloads of it that day): fetch
+then says which file to download by hand from its Drive page and where to save it. Files only `--make-split`
+needs are fetched where CoOp's instructions include them (OxfordPets' annotations, Flowers102's
+`imagelabels.mat` and `cat_to_name.json`); SUN397's `Partitions.zip` and UCF101's `ucfTrainTestlist` are not.
+"""
 
 
 def render_datasets_page() -> str:
@@ -91,6 +142,7 @@ def render_datasets_page() -> str:
         "train without the regulariser ([recipes](recipes.md)).",
         "\n".join(rows),
         f"Groups that `--datasets` and `clipfit-eval --datasets` expand:\n\n{groups}",
+        _fetching(),
         *(_section(record) for record in RECORDS.values() if record.folder),
     ]
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"

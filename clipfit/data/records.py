@@ -3,8 +3,9 @@
 A :class:`DatasetRecord` is everything clipfit knows about one dataset. :mod:`clipfit.data.catalog`
 lists the records, :mod:`clipfit.data.registry` resolves a ``--dataset`` name to one (and builds one
 on the fly for ``folder:``/``csv:`` data, with the defaults below), :func:`clipfit.config.resolve`
-takes the paper's epochs and few-shot lambda from it, and docs/datasets.md is rendered from the
-records (:mod:`clipfit.data.docs`).
+takes the paper's epochs and few-shot lambda from it, ``clipfit-data fetch`` downloads the files of its
+:class:`Download` records (:mod:`clipfit.data.fetch`), and docs/datasets.md is rendered from the records
+(:mod:`clipfit.data.docs`).
 
 The helpers below are shared by the benchmark readers: a missing data root, dataset folder or file
 is an error that shows the record's expected tree and where its files come from.
@@ -34,6 +35,32 @@ Reader = Callable[["DatasetRecord", "Path | None", LoadOptions], Dataset]
 
 
 @dataclass(frozen=True)
+class Download:
+    """One file of a dataset that ``clipfit-data fetch`` downloads: where it is published, the checksum published
+    with it, and where its contents go in the dataset folder (the layout of CoOp's DATASETS.md)."""
+
+    url: str  # where it is published (a --mirror serves it as <mirror>/<dataset>/<filename>)
+    filename: str  # the downloaded file's name
+    sha256: str = ""  # as published ("" when none is); a file that differs is refused before it is used
+    md5: str = ""  # as published ("" when none is)
+    checksum_source: str = ""  # who published the checksums (torchvision, tensorflow_datasets)
+    size: int | None = None  # bytes, as published (None: unknown): the progress bar and the free-space check
+    # what goes where: (member of the archive, path in the dataset folder) pairs, "dir/" for a folder and all
+    # in it, "dir/file" for one file; members no pair names are left out. Empty: the file is no archive and
+    # goes into the dataset folder as it is, under its filename
+    extract: tuple[tuple[str, str], ...] = ()
+    inner: str = ""  # an archive inside the archive, unpacked instead of it (Caltech101's zip holds a .tar.gz)
+    page: str = ""  # where a person downloads it by hand when a script cannot (Google Drive's page); "" = url
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The paths, relative to the dataset folder, this download creates: it is done when they all exist."""
+        if not self.extract:
+            return (self.filename,)
+        return tuple(dict.fromkeys(dest.rstrip("/") for _, dest in self.extract))
+
+
+@dataclass(frozen=True)
 class DatasetRecord:
     """Everything clipfit knows about one dataset; adding a dataset is adding one of these."""
 
@@ -53,6 +80,8 @@ class DatasetRecord:
     test_only: bool = False  # evaluation only (the ImageNet variants)
     needs_root: bool = True  # False for generated datasets and folder:/csv: data
     description: str = ""  # one line for listings; "" for one made of the title and folder
+    downloads: tuple[Download, ...] = ()  # what clipfit-data fetch downloads (its published files)
+    by_hand: str = ""  # what must be fetched by hand for the published protocol, and how ("" when nothing)
 
     def __post_init__(self) -> None:
         if not self.description and self.folder:

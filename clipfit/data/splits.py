@@ -89,7 +89,7 @@ def read_split_file(path: Path, keys: Iterable[str] = SPLITS) -> dict[str, list[
         raise DataError(f"split file {path} must hold a JSON object with keys {', '.join(keys)}")
     out: dict[str, list[Sample]] = {}
     for key in keys:
-        if key not in data:
+        if not isinstance(data.get(key), list):
             raise DataError(f"split file {path} has no '{key}' list (expected keys: {', '.join(keys)})")
         items = []
         for i, entry in enumerate(data[key]):

@@ -6,28 +6,25 @@ checkpointed and analysed like any other tensor. Each head is a dataclass whose 
 options, with their defaults and help beside them: ``clipfit-train`` turns every field into a flag
 (``--coop-ctx``) and a run records the resolved values, so a run's head is rebuilt from its record.
 
-A recipe names its head (:mod:`clipfit.recipes`); adding a head is one module here and its recipe.
+A recipe names its head (:mod:`clipfit.recipes`); adding a head is one module here (and the module it
+attaches, in :mod:`clipfit.heads.parts`) and its recipe. The heads import torch only when they compute
+something, so the records and their options load without it (``clipfit-train --help``).
 """
 
-from clipfit.heads.adapter import Adapter, AdapterHead
+from clipfit.heads.adapter import AdapterHead
 from clipfit.heads.base import ClipHead, HeadOptionError, option
-from clipfit.heads.cocoop import CoCoOpHead, CoCoOpPrompts
-from clipfit.heads.coop import CoOpHead, PromptContext
-from clipfit.heads.maple import MaPLeHead, MaPLePrompts
-from clipfit.heads.probe import LinearProbe, ProbeHead
+from clipfit.heads.cocoop import CoCoOpHead
+from clipfit.heads.coop import CoOpHead
+from clipfit.heads.maple import MaPLeHead
+from clipfit.heads.probe import ProbeHead
 
 __all__ = [
-    "Adapter",
     "AdapterHead",
     "ClipHead",
     "CoCoOpHead",
-    "CoCoOpPrompts",
     "CoOpHead",
     "HeadOptionError",
-    "LinearProbe",
     "MaPLeHead",
-    "MaPLePrompts",
     "ProbeHead",
-    "PromptContext",
     "option",
 ]

@@ -9,33 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from clipfit.heads.base import ClipHead, HeadOptionError, option
-from clipfit.towers import image_feature_dim
 
-
-class Adapter(nn.Module):
-    """CLIP-Adapter's bottleneck ``ReLU(f W1) W2`` (registered on the model as ``adapter``).
-
-    The paper's formula; the official code adds a second ReLU after W2, which would leave a
-    zero-initialised W2 without gradient. W2 starts at zero so the residual is 0 at initialisation.
-    """
-
-    def __init__(self, dim: int, reduction: int = 4) -> None:
-        super().__init__()
-        self.fc = nn.Sequential(
-            nn.Linear(dim, dim // reduction, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Linear(dim // reduction, dim, bias=False),
-        )
-        nn.init.zeros_(self.fc[2].weight)  # residual 0 at initialisation: training starts from zero-shot
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -54,6 +34,9 @@ class AdapterHead(ClipHead):
             )
 
     def attach(self, model: nn.Module, tokenizer: Callable, classnames: Sequence[str] | None = None) -> None:
+        from clipfit.heads.parts import Adapter
+        from clipfit.towers import image_feature_dim
+
         model.adapter = Adapter(image_feature_dim(model), self.adapter_reduction).to(next(model.parameters()).device)
 
     def encode_images(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from clipfit.errors import ConfigError
-from clipfit.prompts import class_tokens
-from clipfit.towers import encode_text
+
+if TYPE_CHECKING:  # torch and open_clip load when a head computes features, not with the records
+    import torch
+    from torch import nn
 
 
 class HeadOptionError(ConfigError):
@@ -78,9 +77,13 @@ class ClipHead:
         self, tokenizer: Callable, model: nn.Module, template: str, classnames: Sequence[str]
     ) -> torch.Tensor:
         """What :meth:`encode_classes` takes for a label space: token ids of the class prompts."""
+        from clipfit.prompts import class_tokens
+
         return class_tokens(tokenizer, model, template, classnames)
 
     def encode_classes(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        from clipfit.towers import encode_text
+
         return encode_text(model, inputs)
 
     def encode_images(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -12,26 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
+from clipfit.heads.coop import CoOpHead
 
-from clipfit.heads.coop import CoOpHead, PromptContext
-from clipfit.towers import embed_tokens, encode_text, image_feature_dim
-
-
-class CoCoOpPrompts(PromptContext):
-    """CoCoOp's context vectors and meta-network (registered on the model as ``prompt``)."""
-
-    def __init__(self, ctx: torch.Tensor, image_dim: int, reduction: int = 16) -> None:
-        super().__init__(ctx)
-        width = ctx.shape[1]
-        self.meta_net = nn.Sequential(
-            nn.Linear(image_dim, image_dim // reduction),
-            nn.ReLU(inplace=True),
-            nn.Linear(image_dim // reduction, width),
-        ).to(ctx.device)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -41,6 +28,9 @@ class CoCoOpHead(CoOpHead):
     legacy_names: ClassVar[Mapping[str, str]] = {}
 
     def attach(self, model: nn.Module, tokenizer: Callable, classnames: Sequence[str] | None = None) -> None:
+        from clipfit.heads.parts import CoCoOpPrompts
+        from clipfit.towers import image_feature_dim
+
         super().attach(model, tokenizer, classnames)
         ctx = model.prompt.ctx.detach()
         model.prompt = CoCoOpPrompts(ctx, image_feature_dim(model))
@@ -49,6 +39,10 @@ class CoCoOpHead(CoOpHead):
         self, model: nn.Module, inputs: torch.Tensor, image_features: torch.Tensor
     ) -> torch.Tensor:
         """(B, C, D) class features for the B (normalised) image features: one batched text forward."""
+        import torch
+
+        from clipfit.towers import embed_tokens, encode_text
+
         bias = model.prompt.meta_net(image_features.to(model.prompt.ctx.dtype))  # (B, width)
         ctx = model.prompt.ctx.unsqueeze(0) + bias.unsqueeze(1)  # (B, n, width)
         batch, classes = len(image_features), len(inputs)

@@ -11,22 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from clipfit.heads.base import ClipHead, HeadOptionError, option
 from clipfit.prompts import clean_classname
-from clipfit.towers import cut_tokens, embed_tokens, encode_text, supports_cut, text_width
 
-
-class PromptContext(nn.Module):
-    """CoOp's learnable context vectors (registered on the model as ``prompt``)."""
-
-    def __init__(self, ctx: torch.Tensor) -> None:
-        super().__init__()
-        self.ctx = nn.Parameter(ctx)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -45,6 +37,11 @@ class CoOpHead(ClipHead):
             self.coop_init = self.coop_init.strip() or None
 
     def attach(self, model: nn.Module, tokenizer: Callable, classnames: Sequence[str] | None = None) -> None:
+        import torch
+
+        from clipfit.heads.parts import PromptContext
+        from clipfit.towers import embed_tokens, supports_cut, text_width
+
         if not supports_cut(model):
             raise HeadOptionError("CoOp needs an open_clip transformer text tower with a causal mask")
         device = next(model.parameters()).device
@@ -61,11 +58,17 @@ class CoOpHead(ClipHead):
     def class_inputs(
         self, tokenizer: Callable, model: nn.Module, template: str, classnames: Sequence[str]
     ) -> torch.Tensor:
+        from clipfit.towers import cut_tokens
+
         prefix = " ".join([self._PLACEHOLDER] * self.coop_ctx)
         tokens = tokenizer([f"{prefix} {clean_classname(c)}." for c in classnames])
         return cut_tokens(tokens)
 
     def encode_classes(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from clipfit.towers import embed_tokens, encode_text
+
         embeddings = embed_tokens(model, inputs)
         ctx = model.prompt.ctx.to(embeddings.dtype).unsqueeze(0).expand(len(inputs), -1, -1)
         embeddings = torch.cat([embeddings[:, :1], ctx, embeddings[:, 1 + self.coop_ctx :]], dim=1)

@@ -19,49 +19,16 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from clipfit.heads.base import ClipHead, HeadOptionError, option
 from clipfit.prompts import clean_classname
-from clipfit.towers import (
-    appended_image_tokens,
-    cut_tokens,
-    deep_prompts,
-    embed_tokens,
-    encode_text,
-    supports_cut,
-    tower_depth,
-    tower_width,
-)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 logger = logging.getLogger(__name__)
-
-
-class MaPLePrompts(nn.Module):
-    """MaPLe's prompts and coupling functions (registered on the model as ``prompt``).
-
-    ``deep_text["i"]`` and ``deep_proj["i"]`` belong to block ``i`` (1..J-1) of the towers, so their
-    parameter names say which block they reach (``prompt.deep_text.3`` is block 3's).
-    """
-
-    def __init__(self, ctx: torch.Tensor, image_width: int, depth: int) -> None:
-        super().__init__()
-        n, width = ctx.shape
-        self.ctx = nn.Parameter(ctx)
-        self.proj = nn.Linear(width, image_width)
-        self.deep_text = nn.ParameterDict(
-            {str(i): nn.Parameter(torch.empty(n, width).normal_(std=0.02)) for i in range(1, depth)}
-        )
-        self.deep_proj = nn.ModuleDict({str(i): nn.Linear(width, image_width) for i in range(1, depth)})
-
-    def text_prompts(self) -> dict[int, torch.Tensor]:
-        return {int(i): p for i, p in self.deep_text.items()}
-
-    def image_prompts(self) -> dict[int, torch.Tensor]:
-        return {int(i): self.deep_proj[i](p) for i, p in self.deep_text.items()}
 
 
 @dataclass
@@ -86,6 +53,11 @@ class MaPLeHead(ClipHead):
             self.maple_init = self.maple_init.strip() or None
 
     def attach(self, model: nn.Module, tokenizer: Callable, classnames: Sequence[str] | None = None) -> None:
+        import torch
+
+        from clipfit.heads.parts import MaPLePrompts
+        from clipfit.towers import embed_tokens, supports_cut, tower_depth, tower_width
+
         if not supports_cut(model):
             raise HeadOptionError("MaPLe needs an open_clip transformer text tower with a causal mask")
         depth = min(self.maple_depth, tower_depth(model, "text"), tower_depth(model, "image"))
@@ -111,10 +83,16 @@ class MaPLeHead(ClipHead):
     def class_inputs(
         self, tokenizer: Callable, model: nn.Module, template: str, classnames: Sequence[str]
     ) -> torch.Tensor:
+        from clipfit.towers import cut_tokens
+
         prefix = self.maple_init or " ".join([self._PLACEHOLDER] * self.maple_ctx)
         return cut_tokens(tokenizer([f"{prefix} {clean_classname(c)}." for c in classnames]))
 
     def encode_classes(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from clipfit.towers import deep_prompts, embed_tokens, encode_text
+
         embeddings = embed_tokens(model, inputs)
         ctx = model.prompt.ctx.to(embeddings.dtype).unsqueeze(0).expand(len(inputs), -1, -1)
         embeddings = torch.cat([embeddings[:, :1], ctx, embeddings[:, 1 + self.maple_ctx :]], dim=1)
@@ -128,6 +106,8 @@ class MaPLeHead(ClipHead):
     @contextmanager
     def image_prompts(self, model: nn.Module) -> Iterator[None]:
         """The image tower with MaPLe's coupled prompts in place (also for analyses that hook its blocks)."""
+        from clipfit.towers import appended_image_tokens, deep_prompts
+
         with ExitStack() as stack:
             stack.enter_context(appended_image_tokens(model, model.prompt.proj(model.prompt.ctx)))
             stack.enter_context(deep_prompts(model, "image", model.prompt.image_prompts(), at="last"))

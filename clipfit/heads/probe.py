@@ -9,22 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from clipfit.heads.base import ClipHead, HeadOptionError
-from clipfit.towers import image_feature_dim
 
-
-class LinearProbe(nn.Module):
-    """The linear probe's weights, registered on the model as ``probe`` (zeros until fit)."""
-
-    def __init__(self, dim: int, n_classes: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(n_classes, dim))
-        self.bias = nn.Parameter(torch.zeros(n_classes))
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -37,6 +28,9 @@ class ProbeHead(ClipHead):
                 "the linear probe's classifier is sized by the training classes: it needs the dataset "
                 "(pass --dataset, also with --dry-run)"
             )
+        from clipfit.heads.parts import LinearProbe
+        from clipfit.towers import image_feature_dim
+
         device = next(model.parameters()).device
         model.probe = LinearProbe(image_feature_dim(model), len(classnames)).to(device)
 

@@ -65,7 +65,9 @@ def test_eval_on_its_own_data_and_on_a_target(train_tiny, tmp_path, capsys):
         eval_cli.main(["--checkpoint", str(run_dir), "--datasets", "shapes-pretrain", "--max-eval-images", "64", "-q"])
         == 0
     )
-    result = json.loads((run_dir / "eval" / "shapes-pretrain" / "results.json").read_text())
+    results_file = run_dir / "eval" / "shapes-pretrain" / "results.json"
+    assert f"{results_file}" in capsys.readouterr().out  # the real path of every target, not <dataset>
+    result = json.loads(results_file.read_text())
     assert result["setting"] == "eval" and set(result["metrics"]) == {"acc"} and set(result["zero_shot"]) == {"acc"}
     assert result["source"]["dataset"] == "shapes" and result["signature"].startswith("model:clipfit-tiny")
 
@@ -73,3 +75,15 @@ def test_eval_on_its_own_data_and_on_a_target(train_tiny, tmp_path, capsys):
 def test_eval_of_a_missing_checkpoint(tmp_path, capsys):
     assert eval_cli.main(["--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "no clipfit checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_sweep_and_an_evaluation_on_targets_end_with_the_next_command(shared_tiny_weights, tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["--dataset", "shapes", "--model", "clipfit-tiny", "--pretrained", shared_tiny_weights, "--shots", "1"]
+    argv += ["--epochs", "2", "--max-eval-images", "32", "--seeds", "1", "2", "--out", str(out)]
+    assert train.main(argv) == 0
+    assert f"next:\n  clipfit-analyze results {out}\n" in capsys.readouterr().out  # the tables over both seeds
+    run = out / "shapes" / "base2new" / "clipfit" / "shots1" / "seed1"
+    assert eval_cli.main(["--checkpoint", str(run), "--datasets", "shapes-pretrain", "--max-eval-images", "32"]) == 0
+    assert f"next:\n  clipfit-analyze results {run / 'eval'}\n" in capsys.readouterr().out
