@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from clipfit.heads.base import ClipHead, HeadOptionError, option
-from clipfit.prompts import clean_classname
+from clipfit.prompts import clean_classname, tokenize
 from clipfit.towers import cut_tokens, embed_tokens, encode_text, supports_cut, text_width
 
 
@@ -62,8 +62,9 @@ class CoOpHead(ClipHead):
         self, tokenizer: Callable, model: nn.Module, template: str, classnames: Sequence[str]
     ) -> torch.Tensor:
         prefix = " ".join([self._PLACEHOLDER] * self.coop_ctx)
-        tokens = tokenizer([f"{prefix} {clean_classname(c)}." for c in classnames])
-        return cut_tokens(tokens)
+        prompts = [f"{prefix} {clean_classname(c)}." for c in classnames]
+        remedy = f"use fewer context vectors than --coop-ctx {self.coop_ctx} (or shorter class names)"
+        return cut_tokens(tokenize(tokenizer, prompts, "CoOp prompt", remedy))
 
     def encode_classes(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         embeddings = embed_tokens(model, inputs)
