@@ -8,10 +8,11 @@ returns exit status 2, while real bugs keep their traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from clipfit.errors import ClipfitError
 
@@ -53,6 +54,16 @@ def setup_logging(verbose: int = 0, quiet: bool = False, main_process: bool = Tr
     out.setLevel(level)
     target.setLevel(logging.DEBUG)
     target.propagate = False
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a two-line error: the short usage and the message, not the whole usage block.
+
+    (``clipfit-analyze`` has its own copy in ``analysis/cli.py``: its ``--help`` imports no clipfit module.)
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"usage: {self.prog} [options]  ({self.prog} --help lists them)\n{self.prog}: error: {message}\n")
 
 
 def run_command(body: Callable[[], T]) -> T | int:
