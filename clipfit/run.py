@@ -18,11 +18,12 @@ from clipfit.config import RunConfig, resolve
 from clipfit.console import format_metrics
 from clipfit.data.prepare import RunData, prepare_data
 from clipfit.evaluate import zero_shot_metrics
+from clipfit.files import check_output_folder
 from clipfit.methods import RunContext, method_of
 from clipfit.models import ModelBundle, build_model
 from clipfit.provenance import signature, versions
 from clipfit.recipes import Recipe, apply_recipe, count_parameters, describe_selection, get_recipe, summary_line
-from clipfit.rundir import RunDir
+from clipfit.rundir import RUN_FILES, RunDir
 from clipfit.runtime import (
     DistEnv,
     barrier,
@@ -77,6 +78,7 @@ def train_run(
     device = device_for(env, cfg.device)
     precision = resolve_precision(cfg.precision, device)
     if not dry_run:
+        check_output_folder(run.path, "the run directory", RUN_FILES)  # before any work, not after training
         run.prepare(cfg, overwrite)
         if run.state == "finished" and not overwrite:
             logger.info("already finished: %s (use --overwrite to train again)", run.path)
@@ -177,6 +179,7 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
         "template": ctx.data.template,
         "split_source": ctx.data.dataset.split_source,
         "comparable": ctx.data.dataset.comparable and cfg.max_eval_images is None,
+        **({"bad_images": [b.to_json() for b in ctx.data.bad_images]} if ctx.data.bad_images else {}),
         "precision": ctx.precision,
         "world_size": env.world_size,
         "signature": ctx.meta["signature"],

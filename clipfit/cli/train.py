@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
-from clipfit.console import format_metrics, results_table, run_command, setup_logging
+from clipfit.console import ArgumentParser, format_metrics, results_table, run_command, setup_logging
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
@@ -41,9 +41,7 @@ logger = logging.getLogger("clipfit.cli.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="clipfit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(prog="clipfit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument(
         "--dataset",
@@ -71,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         "directory; results are marked not comparable)",
     )
     d.add_argument("--classnames", metavar="FILE", help="class names of a folder:/csv: dataset, one per line")
+    d.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        default=None,
+        help="leave out the few-shot and test images that cannot be read (listed in results.json, which marks "
+        "the run not comparable) instead of stopping before training",
+    )
     d.add_argument("--num-workers", type=int, help="DataLoader workers (default: half the cores; 0 for shapes)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="open_clip architecture (default: ViT-B-16; shapes-vit-tiny for shapes)")
@@ -192,6 +197,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         num_workers=args.num_workers,
         make_split=args.make_split,
         classnames=args.classnames,
+        skip_bad_images=args.skip_bad_images,
     )
     _set(
         cfg.optim,
