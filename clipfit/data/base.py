@@ -162,14 +162,14 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def read_text_file(path: Path, what: str) -> str:
+def read_text_file(path: Path, what: str, hint: str = "") -> str:
     """The UTF-8 text of a file the user hands in; a folder, an unreadable or non-UTF-8 file is a DataError."""
     if path.is_dir():
         raise DataError(f"{what} {path} is a folder, not a file")
     try:
         return path.read_bytes().decode("utf-8-sig")  # -sig: spreadsheets and editors may start UTF-8 with a BOM
     except FileNotFoundError:
-        raise DataError(f"{what} {path} not found") from None
+        raise DataError(f"{what} {path} not found{hint}") from None
     except OSError as exc:
         raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

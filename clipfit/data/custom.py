@@ -76,8 +76,8 @@ def _class_dirs(folder: Path) -> list[str]:
 def read_classnames_file(path: str | Path, expected: int | None = None) -> list[str]:
     """One class name per line (blank lines skipped), in label order."""
     path = Path(path).expanduser()
-    what = "class-name file (--classnames: one class name per line, label order)"
-    names = [line.strip() for line in read_text_file(path, what).splitlines() if line.strip()]
+    text = read_text_file(path, "class-name file", " (--classnames: one class name per line, label order)")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise DataError(f"class-name file {path} lists no class names (one per line, label order)")
     if expected is not None and len(names) != expected:

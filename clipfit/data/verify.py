@@ -92,8 +92,9 @@ def check_images(
         return bad
     shown = "\n".join(f"  {item.path}: {item.reason}" for item in bad[:SHOWN])
     more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    plural = "s" if len(bad) > 1 else ""
     raise DataError(
-        f"{dataset}: {len(bad)} image{'s' if len(bad) > 1 else ''} cannot be read ({counts}); nothing was trained or evaluated. In {root}:\n"
+        f"{dataset}: {len(bad)} image{plural} cannot be read ({counts}); nothing was trained or evaluated. In {root}:\n"
         f"{shown}{more}\nFix or remove them, or pass {flag} to leave them out (the results are then marked not "
         "comparable)"
     )

@@ -878,6 +878,12 @@ CASES = [
         "no layers.jsonl at",
     ),
     Case(
+        "grad-sums layers not UTF-8",
+        "analyze",
+        lambda w: an(w, "grad-sums", str(w.run), "--layers", str(w.file("layers.jsonl", b"\xff\x00{"))),
+        "is not a readable JSON-lines text file",
+    ),
+    Case(
         "param-change pretrained malformed",
         "analyze",
         lambda w: an(w, "param-change", str(w.run), "--pretrained", "openai"),
