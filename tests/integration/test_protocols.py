@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from fixture_trees import build, build_raw
+from fixture_trees import SIZES, build, build_raw, image
 
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
@@ -18,10 +19,21 @@ def _tiny(weights: str) -> list[str]:
     return ["--model", "clipfit-tiny", "--pretrained", weights]
 
 
+def _fourth_dtd_class(folder: Path) -> None:
+    """Add a class 'braided' to the DTD miniature (3 classes): base-to-new needs 2 base and 2 new classes."""
+    split_file = folder / "split_zhou_DescribableTextures.json"
+    split = json.loads(split_file.read_text())
+    for key, n in SIZES.items():
+        for i in range(n):
+            image(folder / "images" / "braided" / f"braided_{key}{i:02d}.jpg", 3)
+            split[key].append([f"braided/braided_{key}{i:02d}.jpg", 3, "braided"])
+    split_file.write_text(json.dumps(split))
+
+
 @pytest.mark.slow
 def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "runs"
-    build(data, "dtd")
+    _fourth_dtd_class(build(data, "dtd").folder)
     build(data, "eurosat")
     build_raw(data, "caltech101")
     argv = ["--datasets", "dtd", "--data-root", str(data), "--setting", "base2new", "--shots", "2"]
@@ -41,7 +53,7 @@ def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, 
         # The seed's few-shot draw was saved beside the split file, as CoOp does (JSON instead of pickle).
         assert (data / "dtd" / "split_fewshot" / f"shot_2-seed_{seed}.json").is_file()
         ckpt = json.loads((run / "checkpoint.json").read_text())
-        assert ckpt["classnames"] == ["banded", "blotchy"]  # base = the first ceil(3/2) classes
+        assert ckpt["classnames"] == ["banded", "blotchy"]  # base = the first ceil(4/2) classes
 
     # The same command again: both runs are finished, so nothing trains and the same numbers come back,
     # also for a run whose config.json predates the data settings added here.
