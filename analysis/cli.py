@@ -26,10 +26,11 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, NoReturn, TypeVar, get_type_hints
 
 T = TypeVar("T")
 
@@ -37,6 +38,38 @@ PRETRAINED_HELP = (
     "MODEL:SOURCE of the pretrained model, e.g. ViT-B-16:openai or ViT-B-16:~/.cache/clip/ViT-B-16.pt; required "
     "for original CLIPFit (Dassl) checkpoints, which do not store their starting values"
 )
+
+
+def _number(kind: type, low: float, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` (int or float) >= ``low`` (> ``low`` when ``strict``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            what = "an integer" if kind is int else "a finite number"
+            raise argparse.ArgumentTypeError(f"must be {what} {'>' if strict else '>='} {low:g}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+POSITIVE = _number(int, 1)  # counts and sizes
+NON_NEGATIVE = _number(int, 0)  # seeds
+WEIGHT = _number(float, 0)  # lambda
+
+
+def _model_source(text: str) -> str:
+    """``MODEL:SOURCE`` as --pretrained takes it (checked here, so a malformed value is never ignored)."""
+    model, sep, source = text.partition(":")
+    if not (sep and model and source):
+        raise argparse.ArgumentTypeError(f"expected MODEL:SOURCE such as ViT-B-16:openai, got {text!r}")
+    return text
+
 
 # Every flag's dest is the name of the options field it fills (see options_from); the command
 # modules, which import torch and matplotlib, are imported only once a sub-command runs.
@@ -71,8 +104,8 @@ def _data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", help="folder holding the dataset folders")
     # validated with the run's settings (clipfit.config.SETTINGS), not here: --help imports no clipfit
     g.add_argument("--setting", help="label spaces: base2new (base/new) or fewshot (all classes)")
-    g.add_argument("--shots", type=int, help="few-shot draw (grad-sums on the train split)")
-    g.add_argument("--seed", type=int, help="seed of the few-shot draw and batch order")
+    g.add_argument("--shots", type=POSITIVE, help="few-shot draw (grad-sums on the train split)")
+    g.add_argument("--seed", type=NON_NEGATIVE, help="seed of the few-shot draw and batch order")
     g.add_argument("--template", help="prompt template with one {}")
 
 
@@ -81,7 +114,7 @@ def _param_change(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", nargs="*", metavar="CKPT", help="run directory, checkpoint file, or Dassl checkpoint")
     _weights(p)
     p.add_argument("--labels", nargs="+", help="one label per checkpoint (default: recipe, λ, or the differing path)")
-    p.add_argument("--pretrained", help=PRETRAINED_HELP)
+    p.add_argument("--pretrained", type=_model_source, help=PRETRAINED_HELP)
     p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained (default clipfit)")
     p.add_argument(
         "--measure",
@@ -95,15 +128,15 @@ def _param_change(p: argparse.ArgumentParser) -> None:
 def _grad_sums(p: argparse.ArgumentParser) -> None:
     """The fields of GradSumsOptions."""
     p.add_argument("checkpoint", nargs="?", metavar="CKPT", help="a run (default: the pretrained model)")
-    p.add_argument("--pretrained", help=PRETRAINED_HELP + "; without CKPT, the model to measure")
+    p.add_argument("--pretrained", type=_model_source, help=PRETRAINED_HELP + "; without CKPT, the model to measure")
     p.add_argument("--recipe", help="recipe whose tensors are marked (default: the run's, else clipfit)")
     p.add_argument("--state", choices=("init", "final"), default="init", help="pretrained (init) or fine-tuned values")
     p.add_argument("--split", choices=("train", "val", "test"), default="train", help="data (default: the train draw)")
-    p.add_argument("--batches", type=int, default=8, help="number of batches (default 8)")
-    p.add_argument("--batch-size", type=int, help="images per batch (default: the run's, 32)")
-    p.add_argument("--reg-weight", type=float, help="lambda of the regulariser (default: the run's)")
+    p.add_argument("--batches", type=POSITIVE, default=8, help="number of batches (default 8)")
+    p.add_argument("--batch-size", type=POSITIVE, help="images per batch (default: the run's, 32)")
+    p.add_argument("--reg-weight", type=WEIGHT, help="lambda of the regulariser (default: the run's)")
     p.add_argument("--all-candidates", action="store_true", help="every bias and LayerNorm tensor of both towers")
-    p.add_argument("--top", type=int, default=25, help="tensors in the ranked figure (default 25)")
+    p.add_argument("--top", type=POSITIVE, default=25, help="tensors in the ranked figure (default 25)")
     p.add_argument("--layers", help="layers.jsonl or its run directory, for per-step curves (default: CKPT's)")
     p.add_argument("--no-curves", dest="curves", action="store_false", help="skip the per-step curves")
     _data(p)
@@ -114,12 +147,14 @@ def _tsne(p: argparse.ArgumentParser) -> None:
     """The fields of TsneOptions."""
     _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space (default: the one trained on)")
-    p.add_argument("--max-classes", type=int, default=10, help="classes shown (default 10)")
-    p.add_argument("--max-images", type=int, default=400, help="test images at most (default 400)")
-    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
-    p.add_argument("--tsne-seed", type=int, default=0, help="t-SNE random state (default 0)")
-    p.add_argument("--knn", type=int, default=5, help="k of the k-NN accuracy (default 5)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    p.add_argument("--max-classes", type=POSITIVE, default=10, help="classes shown (default 10)")
+    p.add_argument("--max-images", type=POSITIVE, default=400, help="test images at most (default 400)")
+    p.add_argument(
+        "--perplexity", type=_number(float, 0, strict=True), default=30.0, help="t-SNE perplexity (default 30)"
+    )
+    p.add_argument("--tsne-seed", type=NON_NEGATIVE, default=0, help="t-SNE random state (default 0)")
+    p.add_argument("--knn", type=POSITIVE, default=5, help="k of the k-NN accuracy (default 5)")
+    p.add_argument("--batch-size", type=POSITIVE, default=256, help="images per forward pass (default 256)")
     _data(p)
     _common(p, "tsne", device=True)
 
@@ -128,8 +163,8 @@ def _rep_change(p: argparse.ArgumentParser) -> None:
     """The fields of RepChangeOptions."""
     _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space of the test images")
-    p.add_argument("--max-images", type=int, default=512, help="test images at most (default 512)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    p.add_argument("--max-images", type=POSITIVE, default=512, help="test images at most (default 512)")
+    p.add_argument("--batch-size", type=POSITIVE, default=256, help="images per forward pass (default 256)")
     _data(p)
     _common(p, "rep-change", device=True)
 
@@ -140,16 +175,16 @@ def _runs(p: argparse.ArgumentParser) -> None:
         "checkpoints", nargs="*", metavar="CKPT", help="run directories (seeds of one configuration are averaged)"
     )
     _weights(p)
-    p.add_argument("--pretrained", help=PRETRAINED_HELP)
+    p.add_argument("--pretrained", type=_model_source, help=PRETRAINED_HELP)
     p.add_argument("--recipe", default="clipfit", help="tensors an original CLIPFit run trained")
 
 
 def _per_class(p: argparse.ArgumentParser) -> None:
     """The fields of PerClassOptions."""
     _runs(p)
-    p.add_argument("--max-images", type=int, help="test images per label space at most (default: all)")
-    p.add_argument("--worst", type=int, default=5, help="classes whose confusions are shown (default 5)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    p.add_argument("--max-images", type=POSITIVE, help="test images per label space at most (default: all)")
+    p.add_argument("--worst", type=POSITIVE, default=5, help="classes whose confusions are shown (default 5)")
+    p.add_argument("--batch-size", type=POSITIVE, default=256, help="images per forward pass (default 256)")
     _data(p)
     _common(p, "per-class", device=True)
 
@@ -159,7 +194,7 @@ def _channels(p: argparse.ArgumentParser) -> None:
     _runs(p)
     p.add_argument(
         "--max-tensors",
-        type=int,
+        type=NON_NEGATIVE,
         default=16,
         help="tensors whose every channel goes into channels.csv, the most changed (default 16; 0: all)",
     )
@@ -185,19 +220,19 @@ def _report(p: argparse.ArgumentParser) -> None:
     """The fields of ReportOptions."""
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or sweep folders (every run under)")
     p.add_argument("--title", help="report title")
-    p.add_argument("--pretrained", help=PRETRAINED_HELP)
+    p.add_argument("--pretrained", type=_model_source, help=PRETRAINED_HELP)
     p.add_argument(
         "--no-data-passes",
         dest="data_passes",
         action="store_false",
         help="skip the passes over images: grad-sums screening, per-class, tsne and rep-change",
     )
-    p.add_argument("--max-images", type=int, default=400, help="test images for tsne and rep-change (default 400)")
-    p.add_argument("--max-classes", type=int, default=10, help="classes in the t-SNE (default 10)")
+    p.add_argument("--max-images", type=POSITIVE, default=400, help="test images for tsne and rep-change (default 400)")
+    p.add_argument("--max-classes", type=POSITIVE, default=10, help="classes in the t-SNE (default 10)")
     p.add_argument(
-        "--class-images", type=int, default=800, help="test images per label space for per-class (default 800)"
+        "--class-images", type=POSITIVE, default=800, help="test images per label space for per-class (default 800)"
     )
-    p.add_argument("--batches", type=int, default=4, help="batches for the gradient sums (default 4)")
+    p.add_argument("--batches", type=POSITIVE, default=4, help="batches for the gradient sums (default 4)")
     p.add_argument("--published", action="store_true", help="add the published ViT-B/16 numbers")
     _common(p, "report", device=True)
 
@@ -248,10 +283,16 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a two-line error (the short usage and the message); clipfit.console.ArgumentParser's twin,
+    copied because ``--help`` imports no clipfit module."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"usage: {self.prog} [options]  ({self.prog} --help lists them)\n{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clipfit-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _Parser(prog="clipfit-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
@@ -305,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args, common.setup_logging)
 
     def body() -> int:
+        common.check_output_folder(args.out, "--out")
         module = importlib.import_module(f"analysis.commands.{COMMANDS[args.command].module}")
         module.execute(options_from(module.OPTIONS, args), options_from(common.Common, args, argv=argv))
         return 0

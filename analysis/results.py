@@ -130,11 +130,15 @@ def read_runs(root: str | Path) -> pd.DataFrame:
     rows = []
     for path in find_results(root):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, or not UTF-8
             logger.warning("skipping %s: not readable JSON (%s)", path, exc)
             continue
-        if not isinstance(data, dict) or not {"dataset", "setting", "metrics"} <= set(data):
+        if (
+            not isinstance(data, dict)
+            or not {"dataset", "setting", "metrics"} <= set(data)
+            or not all(isinstance(data.get(k) or {}, dict) for k in ("metrics", "zero_shot", "source", "versions"))
+        ):
             logger.warning("skipping %s: not the results of a clipfit run", path)
             continue
         rows.append(_row(path, base, data))

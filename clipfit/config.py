@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,6 +57,7 @@ class DataConfig:
     shots: int = 16  # training images per class (K)
     template: str | None = None  # prompt template override; None: the dataset's template
     num_workers: int | None = None  # DataLoader workers; None: half the cores (0 for generated data)
+    skip_bad_images: bool = False  # leave out images that cannot be read (the run is marked not comparable)
 
 
 @dataclass
@@ -94,19 +98,49 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        def build(kind, values):
-            names = {f.name for f in dataclasses.fields(kind)}
-            return kind(**{k: v for k, v in values.items() if k in names})
+        """Settings from their dictionary (``to_dict``, or a config.json record); unknown keys are ignored.
 
+        Raises:
+            ConfigError: a value of the wrong type (``optim.lr: expected a number, got 'x'``).
+        """
+
+        def build(kind, values, prefix: str):
+            values = _section(values, prefix)
+            names = {f.name for f in dataclasses.fields(kind)}
+            return kind(**{k: _typed(kind, k, v, prefix) for k, v in values.items() if k in names})
+
+        data = _section(data, "")
         top_fields = {f.name for f in dataclasses.fields(cls)} - {"model", "data", "optim", "head"}
-        head = {_LEGACY_HEAD_OPTIONS.get(k, k): v for k, v in (data.get("head") or {}).items()}
+        head = {_LEGACY_HEAD_OPTIONS.get(k, k): v for k, v in _section(data.get("head") or {}, "head.").items()}
         return cls(
-            model=build(ModelConfig, data.get("model", {})),
-            data=build(DataConfig, data.get("data", {})),
-            optim=build(OptimConfig, data.get("optim", {})),
+            model=build(ModelConfig, data.get("model", {}), "model."),
+            data=build(DataConfig, data.get("data", {}), "data."),
+            optim=build(OptimConfig, data.get("optim", {}), "optim."),
             head=head,
-            **{k: v for k, v in data.items() if k in top_fields},
+            **{k: _typed(cls, k, v, "") for k, v in data.items() if k in top_fields},
         )
+
+
+def _section(values: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the settings'}: expected a JSON object, got {values!r:.60}")
+    return values
+
+
+def _typed(kind: type, name: str, value: Any, prefix: str) -> Any:
+    """``value`` if it has the type the field ``name`` of ``kind`` declares (an int is also a float)."""
+    hint = typing.get_type_hints(kind)[name]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return value
+    for t in allowed:
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t in (int, str, bool) and isinstance(value, t) and (t is bool or not isinstance(value, bool)):
+            return value
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    expected = " or ".join(names.get(t, "null") for t in allowed)
+    raise ConfigError(f"{prefix}{name}: expected {expected}, got {value!r:.60}")
 
 
 def paper_epochs(dataset: str) -> int:
@@ -148,8 +182,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     asked = cfg.optim.reg_weight
     if cfg.optim.reg_weight is None:
         cfg.optim.reg_weight = recipe.defaults.get("reg_weight", paper_reg_weight(cfg.data.dataset, cfg.data.setting))
-    if cfg.optim.reg_weight < 0:
-        raise ConfigError(f"the regulariser weight must be >= 0, got {cfg.optim.reg_weight}")
+    if not (math.isfinite(cfg.optim.reg_weight) and cfg.optim.reg_weight >= 0):
+        raise ConfigError(f"the regulariser weight must be a finite number >= 0, got {cfg.optim.reg_weight}")
     if cfg.optim.reg_weight > 0 and not recipe.changes_text:
         # The regulariser holds the class text features near t0; a recipe that cannot move them has no
         # such term. Decided here, once, so config.json and results.json record the lambda the loss had.
@@ -168,13 +202,37 @@ def resolve(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     if cfg.optim.warmup_epochs < 0 or cfg.optim.warmup_epochs >= cfg.optim.epochs:
         raise ConfigError(f"warm-up epochs must be in [0, epochs), got {cfg.optim.warmup_epochs}")
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"the learning rate must be positive, got {cfg.optim.lr}")
+    optim = cfg.optim
+    for name, value, ok, rule in (
+        ("the learning rate (--lr)", optim.lr, optim.lr > 0, "a finite number > 0"),
+        ("the warm-up learning rate (--warmup-lr)", optim.warmup_lr, optim.warmup_lr >= 0, "a finite number >= 0"),
+        ("the momentum (--momentum)", optim.momentum, 0 <= optim.momentum < 1, "in [0, 1)"),
+        ("the weight decay (--weight-decay)", optim.weight_decay, optim.weight_decay >= 0, "a finite number >= 0"),
+    ):
+        if not (math.isfinite(value) and ok):  # NaN fails every comparison, inf is refused explicitly
+            raise ConfigError(f"{name} must be {rule}, got {value}")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"the seed must be in [0, 2^63), got {cfg.seed}")
+    check_run_options(cfg)
     if cfg.grad_checkpointing not in (None, *GRAD_CHECKPOINTING):
         raise ConfigError(
             f"unknown grad checkpointing '{cfg.grad_checkpointing}'; expected one of {', '.join(GRAD_CHECKPOINTING)}"
         )
     return cfg
+
+
+def check_run_options(cfg: RunConfig) -> None:
+    """The settings that only say how a run is evaluated and loaded: positive batch sizes and caps.
+
+    ``clipfit-eval`` checks its overrides of a recorded run with this too.
+    """
+    for name, value, low in (
+        ("--eval-batch-size", cfg.eval_batch_size, 1),
+        ("--max-eval-images", cfg.max_eval_images, 1),
+        ("--num-workers", cfg.data.num_workers, 0),
+    ):
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
 
 
 def resolve_head_options(recipe: Recipe, given: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import clipfit
 from clipfit.errors import ClipfitError
@@ -227,6 +227,16 @@ def progress(
         for item in bar:
             yield item
             beat.update(1, count(item) if count else 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a two-line error: the short usage and the message, not the whole usage block.
+
+    (``clipfit-analyze`` has its own copy in ``analysis/cli.py``: its ``--help`` imports no clipfit module.)
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"usage: {self.prog} [options]  ({self.prog} --help lists them)\n{self.prog}: error: {message}\n")
 
 
 def run_command(body: Callable[[], T]) -> T | int:

@@ -45,7 +45,7 @@ from clipfit.errors import ConfigError
 from clipfit.heads import ClipHead
 from clipfit.layers import describe
 from clipfit.models import ModelBundle
-from clipfit.objective import LossParts, Objective, StepStats
+from clipfit.objective import LossParts, Objective, StepStats, check_finite
 from clipfit.rundir import LAYERS_FILE, METRICS_FILE, JsonlLog, RunDir
 from clipfit.runtime import DistEnv, autocast, ddp_summary, grad_scaler, wrap_ddp
 from clipfit.towers import set_grad_checkpointing, train_mode
@@ -339,6 +339,9 @@ class Trainer:
                     parts, grad_sq = self.train_step(state, images, labels, sampler.global_batch_size)
                     grad_sq_cum += grad_sq
                     step += 1
+                    check_finite(  # stop at the first NaN/inf: a diverged run would otherwise finish at chance
+                        parts, grad_sq, step=step, epoch=epoch, lr=lr, precision=settings.precision, env=self.env
+                    )
                     beat.update(1, sampler.global_batch_size)
                     window.add(parts, labels)
                     epoch_stats.add(parts, labels)

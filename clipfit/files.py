@@ -141,3 +141,35 @@ def remove_temp_files(folder: Path, names: Iterable[str]) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+class OutputError(ClipfitError):
+    """A folder clipfit must write into cannot be written; the message names it and why."""
+
+
+def check_output_folder(path: str | Path, what: str, files: tuple[str, ...] = ()) -> Path:
+    """Refuse, before any work, an output folder that cannot be created or written; creates nothing.
+
+    Checks that ``path`` is valid UTF-8 (the safetensors and JSON files clipfit writes need it),
+    that its nearest existing ancestor is a folder this process can write (not a file, not on a
+    read-only file system), and that none of ``files`` inside it is something other than a file.
+    ``what`` names the folder in the message (``--out``, ``the run directory``).
+    """
+    path = Path(path).expanduser()
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise OutputError(f"{what} {str(path)!r} is not valid UTF-8; choose a folder whose name is") from None
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise OutputError(f"{what} {path} is not a folder{where}; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} cannot be written: {existing} is read-only (file system or permissions)")
+    for name in files:
+        inside = path / name
+        if os.path.lexists(inside) and not inside.is_file():
+            raise OutputError(f"{what} {path}: {inside} is not a file (a folder?); remove it")
+    return path

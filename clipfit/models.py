@@ -375,6 +375,8 @@ def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], name: st
 def _unknown_pretrained_message(name: str, pretrained: str) -> str:
     looks_like_path = os.sep in pretrained or pretrained.endswith(_WEIGHT_SUFFIXES) or pretrained.startswith("~")
     if looks_like_path:
+        if Path(pretrained).expanduser().is_dir():
+            return f"--pretrained {pretrained} is a folder; pass the weights file inside it"
         return f"pretrained weights file not found: {pretrained}. Check the path (it is read as a local file)."
     tags = open_clip.list_pretrained_tags_by_model(name) + [t for (m, t) in CLIPFIT_PRETRAINED if m == name]
     known = ", ".join(tags) if tags else "none for this architecture"

@@ -18,6 +18,7 @@ of many steps for the logs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipfit.errors import ConfigError
+from clipfit.errors import ClipfitError, ConfigError
 from clipfit.heads import ClipHead
 from clipfit.layers import describe
 from clipfit.prompts import class_tokens
@@ -96,6 +97,40 @@ def clipfit_loss(
         reg = torch.zeros((), device=logits.device)
         loss = ce
     return LossParts(loss=loss, ce=ce.detach(), reg=reg.detach(), logits=logits.detach())
+
+
+class TrainingDiverged(ClipfitError):
+    """The training loss or gradients stopped being finite numbers: the run would finish at chance."""
+
+
+def check_finite(
+    parts: LossParts, grad_sq: torch.Tensor, *, step: int, epoch: int, lr: float, precision: str, env: DistEnv
+) -> None:
+    """Stop at the first step whose loss or gradients are not finite (NaN or infinite).
+
+    After such a step every trained tensor is NaN, so the run would go on and record a finished run
+    at chance. One host synchronisation per step (fp16's gradient scaler already makes one); under
+    torchrun the verdict is summed over processes, so all of them stop at the same step.
+
+    Raises:
+        TrainingDiverged: naming the step, the epoch, the learning rate and what to change.
+    """
+    bad = (~torch.isfinite(parts.loss.detach())).any() | (~torch.isfinite(grad_sq)).any()
+    bad = bad.to(torch.float64).reshape(1)
+    if env.distributed:
+        bad = all_reduce_sum(bad)
+    if not bool(bad.item()):
+        return
+    loss = parts.loss.detach().float().item()
+    what = f"the loss is {loss:g}" if not math.isfinite(loss) else f"the gradients are not finite (loss {loss:g})"
+    advice = "lower --lr (ClipFit's is 0.002, full fine-tuning's 1e-4)"
+    if precision == "fp16":
+        advice += ", or train with --precision bf16 or fp32 (fp16 overflows more easily)"
+    raise TrainingDiverged(
+        f"training diverged at step {step} (epoch {epoch + 1}, learning rate {lr:g}): {what}, and the run would "
+        f"finish at chance; {advice}. The run directory keeps its last checkpoint from before; train again with "
+        "--overwrite (or another --out)"
+    )
 
 
 @torch.no_grad()

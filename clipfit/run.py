@@ -21,12 +21,13 @@ from clipfit.console import format_metrics
 from clipfit.data.prepare import RunData, prepare_data
 from clipfit.errors import ClipfitError
 from clipfit.evaluate import zero_shot_metrics
+from clipfit.files import check_output_folder
 from clipfit.methods import RunContext, method_of
 from clipfit.models import ModelBundle, build_model, to_half
 from clipfit.provenance import signature, versions
 from clipfit.recipes import Recipe, apply_recipe, count_parameters, describe_selection, get_recipe, summary_line
 from clipfit.reference import self_check
-from clipfit.rundir import RunDir, RunLockedError
+from clipfit.rundir import RUN_FILES, RunDir, RunLockedError
 from clipfit.runtime import (
     DistEnv,
     barrier,
@@ -89,6 +90,7 @@ def train_run(
     run = RunDir(run_dir, writable=env.is_main)
     if dry_run:
         return _build_and_train(cfg, run, env, overwrite, dry_run, resolve_data, report_to)
+    check_output_folder(run.path, "the run directory", RUN_FILES)  # before any work, not after training
     with _locked(run, env):
         run.prepare(cfg, overwrite)
         if run.state == "finished" and not overwrite:
@@ -242,6 +244,7 @@ def _train_and_evaluate(ctx: RunContext, resume, line: str, trainable: int) -> d
         "template": ctx.data.template,
         "split_source": ctx.data.dataset.split_source,
         "comparable": comparable,
+        **({"bad_images": [b.to_json() for b in ctx.data.bad_images]} if ctx.data.bad_images else {}),
         "precision": ctx.precision,
         "world_size": env.world_size,
         "signature": ctx.meta["signature"],

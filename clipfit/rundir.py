@@ -41,7 +41,7 @@ from typing import Any
 from clipfit.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
 from clipfit.config import RunConfig, resolve
 from clipfit.data.registry import dataset_slug
-from clipfit.errors import ClipfitError
+from clipfit.errors import ClipfitError, ConfigError
 from clipfit.files import DiskFullError, append_text, atomic_write_text, disk_full_as_error, remove_temp_files
 
 logger = logging.getLogger(__name__)
@@ -408,6 +408,18 @@ class RunLock:
         self._created = []
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run; unreadable, non-JSON or non-object contents are a RunError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise RunError(f"cannot read {path}: {reason}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is not a JSON object: it was not written by clipfit-train")
+    return data
+
+
 def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     out: dict[tuple[str, ...], Any] = {}
     for k, v in d.items():
@@ -526,12 +538,22 @@ class RunDir:
     def record(self) -> dict[str, Any] | None:
         """config.json as written (settings under "config", plus signature, versions, command, ...)."""
         path = self.file(CONFIG_FILE)
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.exists():
+            return None
+        record = _read_json_object(path)
+        if not isinstance(record.get("config"), dict):
+            raise RunError(f'{path} holds no "config" object: it is not a clipfit-train config.json')
+        return record
 
     def config(self) -> RunConfig | None:
         """The run's settings, or None when config.json is missing."""
         record = self.record()
-        return RunConfig.from_dict(record["config"]) if record is not None else None
+        if record is None:
+            return None
+        try:
+            return RunConfig.from_dict(record["config"])
+        except ConfigError as exc:
+            raise RunError(f"{self.file(CONFIG_FILE)}: {exc}") from None
 
     def write_config(self, record: dict[str, Any]) -> None:
         if self.writable:
@@ -539,7 +561,12 @@ class RunDir:
             atomic_write_text(self.file(CONFIG_FILE), json.dumps(record, indent=2) + "\n")
 
     def results(self) -> dict[str, Any]:
-        return json.loads(self.file(RESULTS_FILE).read_text(encoding="utf-8"))
+        path = self.file(RESULTS_FILE)
+        results = _read_json_object(path)
+        broken = [k for k in ("metrics", "zero_shot") if not isinstance(results.get(k), dict)]
+        if broken or not isinstance(results.get("recipe"), str):
+            raise RunError(f"{path} lacks {', '.join(broken) or 'recipe'}: it is not the results.json of a clipfit run")
+        return results
 
     def write_results(self, results: dict[str, Any]) -> None:
         if self.writable:

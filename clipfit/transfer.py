@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from clipfit.checkpoint import checkpoint_values
+from clipfit.config import check_run_options
 from clipfit.console import format_metrics
+from clipfit.data.base import DataError
 from clipfit.data.registry import get_spec, load_dataset
 from clipfit.data.sampling import class_subsets
+from clipfit.data.verify import check_images, without
 from clipfit.evaluate import EvalSettings, evaluate_subsets
+from clipfit.files import check_output_folder
 from clipfit.heads import ClipHead
 from clipfit.methods import method_of
 from clipfit.provenance import signature, versions
@@ -42,11 +46,14 @@ def eval_targets(
     model: str | None = None,
     pretrained: str | None = None,
     env: DistEnv = DistEnv(),
+    skip_bad_images: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluate a trained run on other datasets; returns each target's results (also written to ``out``).
 
     ``cfg_overrides`` replaces run settings that do not change what the model is (device,
     precision, eval batch size, max eval images); ``zero_shot=False`` skips the zero-shot comparison.
+    Every target's test images are checked before the model is built; ``skip_bad_images`` leaves the
+    unreadable ones out (recorded in the target's results.json, marked not comparable) instead of stopping.
     """
     cfg, ckpt, _ = load_run(run_dir)
     if not ckpt.meta.get("complete", True):
@@ -64,12 +71,22 @@ def eval_targets(
     if method.transfer_refusal:
         reason = method.transfer_refusal.format(dataset=ckpt.meta.get("dataset"))
         raise RunError(f"{run_dir} is a {method.name.replace('-', ' ')}: {reason}")
+    check_run_options(cfg)
+    check_output_folder(out, "--out")
+    datasets = {}
+    for target in targets:  # every target's data and images are checked before the model is built
+        with main_process_first(env):  # a random split (--make-split) is written once, then read
+            dataset = load_dataset(target, data_root, make_split=make_split, classnames=classnames)
+        if not dataset.test:
+            raise DataError(f"dataset '{target}' has no test images ({dataset.split_source})")
+        bad = check_images({"test": dataset.test}, dataset.reader, target, skip_bad_images)
+        if bad:
+            dataset.test, dataset.comparable = without(dataset.test, bad), False
+        datasets[target] = (dataset, bad)
     bundle = build_trained_model(ckpt, device, "final", model, pretrained)
     settings = EvalSettings.of(cfg, device, precision, env)
     all_results = []
-    for target in targets:
-        with main_process_first(env):  # a random split (--make-split) is written once, then read
-            dataset = load_dataset(target, data_root, make_split=make_split, classnames=classnames)
+    for target, (dataset, bad) in datasets.items():
         template = dataset.template
         subsets = class_subsets(dataset, dataset.train, "eval")
         started = time.time()
@@ -112,6 +129,7 @@ def eval_targets(
             "template": template,
             "split_source": dataset.split_source,
             "comparable": comparable,
+            **({"bad_images": [b.to_json() for b in bad]} if bad else {}),
             "precision": precision,
             "activation": bundle.activation,
             "signature": signature(

@@ -9,6 +9,8 @@ writes the original annotation files instead of a split file (for ``--make-split
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,19 @@ def image(path: Path, colour: int = 0, fmt: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rgb = ((colour * 67) % 256, (colour * 131 + 40) % 256, (colour * 29 + 90) % 256)
     Image.fromarray(np.full((8, 8, 3), rgb, dtype=np.uint8)).save(path, format=fmt)
+
+
+def bomb_png(path: Path, side: int = 100_000) -> None:
+    """A valid PNG header declaring side x side pixels (10^10 by default) with almost no data: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _split_file(folder: Path, image_dir: Path, file: str, classes: list[tuple[str, str]], name_of) -> None:

@@ -23,6 +23,7 @@ from clipfit.console import run_command, setup_logging
 from clipfit.data.loaders import TrainBatches, eval_loader
 from clipfit.data.prepare import RunData, prepare_data
 from clipfit.evaluate import cap_samples
+from clipfit.files import check_output_folder
 from clipfit.heads import ClipHead
 from clipfit.models import ModelBundle, build_model
 from clipfit.provenance import signature
@@ -34,6 +35,7 @@ __all__ = [
     "Common",
     "DataOptions",
     "RunData",
+    "check_output_folder",
     "checkpoint_values",
     "data_config",
     "device",

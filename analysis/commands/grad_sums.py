@@ -98,6 +98,7 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
         raise AnalysisError("--batches must be at least 1")
     dev = device(common.device)
     source = load_source(opts.checkpoint, opts.pretrained, opts.recipe or "clipfit") if opts.checkpoint else None
+    layers = _layers_file(opts.layers, source) if opts.curves else None  # a bad --layers fails before the passes
     if source is None:
         if opts.state == "final":
             raise AnalysisError("--state final needs a checkpoint (CKPT) whose fine-tuned values to use")
@@ -160,7 +161,6 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
             summary,
         )
     ]
-    layers = _layers_file(opts.layers, source) if opts.curves else None
     if layers is not None:
         label = default_labels([source])[0] if source is not None else layers.parent.name
         steps = gradient_steps(read_jsonl(layers), label)
@@ -175,6 +175,12 @@ def _layers_file(given: str | None, source: Source | None) -> Path | None:
         path = path / LAYERS_FILE if path.is_dir() else path
         if not path.is_file():
             raise AnalysisError(f"no {LAYERS_FILE} at {path}")
+        try:
+            with path.open(encoding="utf-8") as handle:
+                for _ in handle:  # decodes every line, holding one at a time
+                    pass
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnalysisError(f"--layers {path} is not a readable JSON-lines text file ({exc})") from None
         return path
     return source.layers_file if source is not None else None
 

@@ -158,7 +158,10 @@ def run_results(opts: ResultsOptions, common: Common) -> ResultsOutput:
 def write_readme_block(readme: Path, output: ResultsOutput, figures_dir: Path, root: str) -> None:
     """Replace the block between README_BEGIN and README_END of ``readme`` with the results tables and
     figures (copied into ``figures_dir``), so a README's numbers are generated, never typed."""
-    text = readme.read_text() if readme.is_file() else ""
+    try:
+        text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnalysisError(f"cannot read --readme {readme}: {exc}") from None
     if README_BEGIN not in text or README_END not in text:
         raise AnalysisError(
             f"{readme} has no results block: add the two lines\n{README_BEGIN}\n{README_END}\nwhere it should go"

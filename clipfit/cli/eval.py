@@ -16,8 +16,15 @@ import logging
 import sys
 from pathlib import Path
 
-from clipfit.config import PRECISIONS
-from clipfit.console import add_version_flag, results_next_commands, results_table, run_command, setup_logging
+from clipfit.config import PRECISIONS, check_run_options
+from clipfit.console import (
+    ArgumentParser,
+    add_version_flag,
+    results_next_commands,
+    results_table,
+    run_command,
+    setup_logging,
+)
 from clipfit.data.registry import expand_names
 from clipfit.recipes import get_recipe
 
@@ -25,9 +32,7 @@ logger = logging.getLogger("clipfit.cli.eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="clipfit-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(prog="clipfit-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--checkpoint", required=True, metavar="RUN_DIR", help="a clipfit-train run directory (or its checkpoint file)"
     )
@@ -45,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="when a target's published split file is missing, use a random split (results not comparable)",
     )
     p.add_argument("--classnames", metavar="FILE", help="class names of a folder:/csv: target, one per line")
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out test images that cannot be read (listed in results.json, marked not comparable) instead of "
+        "stopping before the evaluation",
+    )
     p.add_argument("--out", help="where target results go (default <RUN_DIR>/eval/<dataset>/results.json)")
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot comparison on targets")
     p.add_argument("--model", help="override the recorded architecture (must fit the checkpoint)")
@@ -105,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 model=args.model,
                 pretrained=args.pretrained,
                 env=env,
+                skip_bad_images=args.skip_bad_images,
             )
             if env.is_main:
                 for r in all_results:
@@ -124,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_root:
             cfg.data.data_root = args.data_root
         cfg.data.make_split = cfg.data.make_split or args.make_split
+        cfg.data.skip_bad_images = cfg.data.skip_bad_images or args.skip_bad_images
+        check_run_options(cfg)
         device = device_for(env, cfg.device)
         precision = resolve_precision(cfg.precision, device)
-        bundle = build_trained_model(ckpt, device, "final", args.model, args.pretrained)
         with main_process_first(env):  # few-shot draws and random splits are written once, then read
-            data = prepare_data(cfg)
+            data = prepare_data(cfg)  # and every image checked, before the model is built
+        bundle = build_trained_model(ckpt, device, "final", args.model, args.pretrained)
         settings = EvalSettings.of(cfg, device, precision, env)
         metrics = method_of(get_recipe(cfg.recipe)).evaluate(bundle, data, settings)
         zero_shot = ckpt.meta.get("zero_shot")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from clipfit.config import GRAD_CHECKPOINTING, PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
 from clipfit.console import (
+    ArgumentParser,
     add_version_flag,
     format_metrics,
     next_commands,
@@ -51,9 +52,7 @@ logger = logging.getLogger("clipfit.cli.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="clipfit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(prog="clipfit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument(
         "--dataset",
@@ -81,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "directory; results are marked not comparable)",
     )
     d.add_argument("--classnames", metavar="FILE", help="class names of a folder:/csv: dataset, one per line")
+    d.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        default=None,
+        help="leave out the few-shot and test images that cannot be read (listed in results.json, which marks "
+        "the run not comparable) instead of stopping before training",
+    )
     d.add_argument("--num-workers", type=int, help="DataLoader workers (default: half the cores; 0 for shapes)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="open_clip architecture (default: ViT-B-16; shapes-vit-tiny for shapes)")
@@ -214,6 +220,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         num_workers=args.num_workers,
         make_split=args.make_split,
         classnames=args.classnames,
+        skip_bad_images=args.skip_bad_images,
     )
     _set(
         cfg.optim,

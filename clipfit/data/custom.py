@@ -17,11 +17,12 @@ names, or integers 0..n-1 together with ``--classnames FILE`` (one name per line
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import random
 from pathlib import Path
 
-from clipfit.data.base import DataError, Dataset, FileReader, LoadOptions, Sample
+from clipfit.data.base import DataError, Dataset, FileReader, LoadOptions, Sample, read_text_file
 from clipfit.data.records import DatasetRecord
 from clipfit.data.sampling import FEWSHOT_DIR
 from clipfit.data.splits import (
@@ -33,6 +34,7 @@ from clipfit.data.splits import (
     split_per_class,
     write_split_file,
 )
+from clipfit.prompts import same_prompt_names
 
 logger = logging.getLogger(__name__)
 
@@ -74,19 +76,31 @@ def _class_dirs(folder: Path) -> list[str]:
 def read_classnames_file(path: str | Path, expected: int | None = None) -> list[str]:
     """One class name per line (blank lines skipped), in label order."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"class-name file {path} not found (--classnames: one class name per line, label order)")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = read_text_file(path, "class-name file", " (--classnames: one class name per line, label order)")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"class-name file {path} lists no class names (one per line, label order)")
     if expected is not None and len(names) != expected:
         raise DataError(f"class-name file {path} has {len(names)} names for {expected} classes")
     return names
+
+
+def check_distinct(classnames: list[str], source: str) -> None:
+    """Refuse class names that give the same prompt text: their classes could not be told apart."""
+    same = same_prompt_names(classnames)
+    if same:
+        groups = "; ".join(" and ".join(repr(n) for n in group) for group in same[:5])
+        raise DataError(
+            f"{source}: class names that give the same prompt text, so the model cannot tell their classes apart: "
+            f"{groups}. Rename them (or give other names with --classnames)"
+        )
 
 
 def _saved_split(kind: str, source: Path, samples: list[Sample], classnames: list[str]) -> tuple[dict, Path]:
     """The saved per-class split of a user dataset, drawn and saved on first use."""
     saved = dataset_cache_dir(kind, source) / "split.json"
     if saved.is_file():
-        splits = read_split_file(saved)
+        splits = read_split_file(saved, any_path=kind == "csv")  # CSV rows may name files anywhere
         listed = [*splits["train"], *splits["val"], *splits["test"]]
         if any(s.label >= len(classnames) or classnames[s.label] != s.classname for s in listed):
             raise DataError(
@@ -122,6 +136,7 @@ def _user_dataset(
 ) -> Dataset:
     if not splits["train"] and not splits["test"]:
         raise DataError(f"{source} holds no images")
+    check_distinct(classnames, str(source))
     return Dataset(
         name=name,
         classnames=classnames,
@@ -129,7 +144,8 @@ def _user_dataset(
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        reader=FileReader(root),
+        # a folder dataset is the files inside its folder; a CSV file names its files, anywhere
+        reader=FileReader(root, any_path=kind == "csv", confine_links=kind == "folder"),
         split_source=how,
         fewshot_dir=dataset_cache_dir(kind, source) / FEWSHOT_DIR,
     )
@@ -140,7 +156,8 @@ def load_folder(path: Path, options: LoadOptions, template: str) -> Dataset:
     path = Path(path).expanduser().resolve()
     name = f"folder:{path}"
     if not path.is_dir():
-        raise DataError(f"{name}: no such folder. A folder dataset looks like\n{FOLDER_TREE}")
+        what = "is a file, not a folder" if path.exists() else "no such folder"
+        raise DataError(f"{name}: {what}. A folder dataset looks like\n{FOLDER_TREE}")
     subtrees = [s for s in SPLITS if (path / s).is_dir()]
     if "train" in subtrees or "test" in subtrees:
         per_split = {s: _class_dirs(path / s) if s in subtrees else [] for s in SPLITS}
@@ -179,24 +196,35 @@ def load_csv(file: Path, options: LoadOptions, template: str) -> Dataset:
     file = Path(file).expanduser().resolve()
     name = f"csv:{file}"
     if not file.is_file():
-        raise DataError(f"{name}: no such file. A CSV dataset looks like\n{CSV_FORMAT}")
-    with file.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets start UTF-8 CSVs with a BOM
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+        what = "is a folder, not a CSV file" if file.is_dir() else "no such file"
+        raise DataError(f"{name}: {what}. A CSV dataset looks like\n{CSV_FORMAT}")
+    text = read_text_file(file, "CSV file")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []  # (line number, cells)
+    try:
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise DataError(f"{file} line {reader.line_num}: not a CSV row ({exc})") from None
     if not rows:
         raise DataError(f"{name} is empty. A CSV dataset looks like\n{CSV_FORMAT}")
-    header = [c.strip().lower() for c in rows[0]]
-    if "path" in header and "label" in header:
-        columns = {c: header.index(c) for c in ("path", "label", "split") if c in header}
-        rows, first = rows[1:], 2
+    columns = _csv_header(file, rows[0][1])
+    if columns is not None:
+        rows = rows[1:]
+        if not rows:
+            raise DataError(f"{file} holds a header row but no images. A CSV dataset looks like\n{CSV_FORMAT}")
     else:
-        columns = {"path": 0, "label": 1} | ({"split": 2} if len(rows[0]) > 2 else {})
-        first = 1
+        columns = {"path": 0, "label": 1} | ({"split": 2} if len(rows[0][1]) > 2 else {})
     records = []
-    for number, row in enumerate(rows, first):
+    for number, row in rows:
         try:
             cells = {k: row[i].strip() for k, i in columns.items()}
         except IndexError:
-            raise DataError(f"{file} line {number}: expected columns path,label[,split], got {row!r}") from None
+            raise DataError(f"{file} line {number}: expected columns path,label[,split], got {row!r:.200}") from None
+        for column in ("path", "label"):
+            if not cells[column]:
+                raise DataError(f"{file} line {number}: the {column} is empty ({row!r:.200})")
         if "split" in cells and cells["split"] not in SPLITS:
             raise DataError(f"{file} line {number}: split {cells['split']!r} is not one of train, val, test")
         records.append((number, cells))
@@ -232,6 +260,31 @@ def load_csv(file: Path, options: LoadOptions, template: str) -> Dataset:
         splits, saved = _saved_split("csv", file, samples, classnames)
         how = f"per-class 50/20/30 split saved at {saved}"
     return _user_dataset(name, "csv", file, file.parent, classnames, splits, how, template)
+
+
+# Column names a header row may use (lower case), for the path, label and split columns.
+CSV_COLUMNS = {
+    "path": ("path", "file", "filename", "file_name", "filepath", "file_path", "image", "image_path", "img"),
+    "label": ("label", "class", "classname", "class_name", "category", "target"),
+    "split": ("split", "subset"),
+}
+
+
+def _csv_header(file: Path, row: list[str]) -> dict[str, int] | None:
+    """The columns named by ``row`` when it is a header row, else None (the row is data: path,label[,split]).
+
+    A row is a header when one of its cells is a known column name and its first cell is not an existing
+    file; a header needs a path and a label column.
+    """
+    cells = [c.strip().lower() for c in row]
+    named = {key: i for key, names in CSV_COLUMNS.items() for i, c in enumerate(cells) if c in names}
+    if not named or (file.parent / row[0].strip()).is_file():
+        return None
+    lacking = [key for key in ("path", "label") if key not in named]
+    if lacking:
+        known = "; ".join(f"{key}: {', '.join(names)}" for key, names in CSV_COLUMNS.items())
+        raise DataError(f"{file} line 1 is a header without a {' or '.join(lacking)} column ({known})")
+    return named
 
 
 def read_folder(record: DatasetRecord, root: Path | None, options: LoadOptions) -> Dataset:

@@ -21,7 +21,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from clipfit.data.base import DataError, Dataset, FileReader, LoadOptions, Sample
+from clipfit.data.base import DataError, Dataset, FileReader, LoadOptions, Sample, read_text_file
 from clipfit.data.records import DatasetRecord, dataset_folder, list_files, list_subfolders, missing, require
 from clipfit.data.sampling import FEWSHOT_DIR
 from clipfit.data.splits import dataset_cache_dir
@@ -52,7 +52,7 @@ def imagenet_r_wnids() -> tuple[str, ...]:
 def read_classnames_txt(path: Path) -> dict[str, str]:
     """CoOp's ``classnames.txt``: ``<wnid> <class name>`` lines, in file order."""
     names: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, "class-name file").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
@@ -66,7 +66,7 @@ def read_classnames_txt(path: Path) -> dict[str, str]:
 def imagenet_classnames(folder: Path, wnids: list[str] | tuple[str, ...]) -> tuple[list[str], str]:
     """Names of ``wnids`` from ``folder/classnames.txt``, else open_clip's CLIP ImageNet names."""
     text_file = folder / "classnames.txt"
-    if text_file.is_file():
+    if text_file.exists():
         names = read_classnames_txt(text_file)
         missing_names = [w for w in wnids if w not in names]
         if missing_names:

@@ -9,6 +9,7 @@ datasets.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from clipfit.data import custom
 from clipfit.data.base import DataError, Dataset, LoadOptions
 from clipfit.data.catalog import GROUPS, RECORDS
 from clipfit.data.records import DatasetRecord
+from clipfit.prompts import same_prompt_names
+
+logger = logging.getLogger(__name__)
 
 USER_PREFIXES = ("folder:", "csv:")
 
@@ -87,4 +91,19 @@ def load_dataset(
     # A record with a folder says itself which folder it needs, with its expected tree.
     if record.needs_root and root is None and not record.folder:
         raise DataError(f"dataset '{name}' needs --data-root (the folder that holds the dataset folders)")
-    return record.load(root, LoadOptions(make_split=make_split, classnames=classnames))
+    dataset = record.load(root, LoadOptions(make_split=make_split, classnames=classnames))
+    if len(dataset.classnames) < 2:
+        raise DataError(
+            f"dataset '{name}' has {len(dataset.classnames)} class ({dataset.split_source}); a classifier needs at "
+            "least 2 (an accuracy among one class is 100% whatever the model does)"
+        )
+    same = same_prompt_names(dataset.classnames)
+    if same:  # folder:/csv: data refuses these (clipfit.data.custom); a benchmark keeps its published names
+        logger.warning(
+            "%s: %d groups of class names give the same prompt text, so the model cannot tell those classes apart "
+            "(e.g. %s); kept, as these are the dataset's published names",
+            name,
+            len(same),
+            " and ".join(repr(n) for n in same[0]),
+        )
+    return dataset

@@ -108,8 +108,13 @@ def draw_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotDraw:
     folders = [d for d in (dataset.fewshot_dir, dataset.fewshot_fallback) if d is not None]
     for folder in folders:
         path = folder / name
+        if path.exists() and not path.is_file():
+            raise DataError(f"the few-shot file {path} is a folder, not a file; remove it to draw again")
         if path.is_file():
-            cached = read_split_file(path, keys=("train", "val"))
+            # any path: every entry must be in the current split, which _check_cached enforces
+            cached = read_split_file(path, keys=("train", "val"), any_path=True)
+            if not cached["train"]:
+                raise DataError(f"the few-shot file {path} lists no training images; delete it to draw again")
             if not dataset.fewshot_val:
                 cached["val"] = list(dataset.val)
             _check_cached(path, cached, dataset)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from clipfit.data.base import DataError, Dataset, FileReader, LoadOptions, Sample
+from clipfit.data.base import DataError, Dataset, FileReader, LoadOptions, Sample, read_text_file
 from clipfit.data.records import (
     DatasetRecord,
     check_first_entries,
@@ -72,7 +72,7 @@ def split_class_folders(ignored: tuple[str, ...] = ()) -> RandomSplit:
 def _text_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"--make-split needs {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text_file(path, "annotation file").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -123,11 +123,15 @@ def split_flowers(folder: Path, image_dir: Path, rng: random.Random):
     names_file = folder / "cat_to_name.json"
     if not names_file.is_file():
         raise DataError(f"--make-split needs {names_file}")
-    lab2cname = json.loads(names_file.read_text(encoding="utf-8"))
+    try:
+        lab2cname = json.loads(read_text_file(names_file, "class-name file"))
+        names = {label: str(lab2cname[str(int(label))]) for label in set(labels.tolist())}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{names_file} does not map every label of imagelabels.mat to a name ({exc!r:.100})") from None
     groups: dict[int, list[Sample]] = {}
     for i, label in enumerate(labels):
         label = int(label)
-        groups.setdefault(label - 1, []).append(Sample(f"image_{i + 1:05d}.jpg", label - 1, lab2cname[str(label)]))
+        groups.setdefault(label - 1, []).append(Sample(f"image_{i + 1:05d}.jpg", label - 1, names[label]))
     return split_per_class(groups, rng, source="oxford_flowers/imagelabels.mat")
 
 
@@ -193,6 +197,8 @@ class SplitFileReader:
         image_dir = folder / self.image_dir if self.image_dir else folder
         split_path = folder / self.split_file
         own = dataset_cache_dir(record.name, folder)
+        if split_path.exists() and not split_path.is_file():
+            raise DataError(f"split file {split_path} is a folder, not a file")
         if split_path.is_file():
             splits = read_split_file(split_path)
             source, comparable = self.split_file, True
@@ -262,13 +268,13 @@ def read_fgvc_aircraft(record: DatasetRecord, root: Path | None, options: LoadOp
     folder = dataset_folder(record, root)
     image_dir = require(record, root, folder / "images", "image folder")
     variants_file = require(record, root, folder / "variants.txt")
-    classnames = [line.strip() for line in variants_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    classnames = [line.strip() for line in read_text_file(variants_file, "class list").splitlines() if line.strip()]
     cname2lab = {c: i for i, c in enumerate(classnames)}
     splits = {}
     for split in ("train", "val", "test"):
         path = require(record, root, folder / f"images_variant_{split}.txt")
         items = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_text_file(path, "split list").splitlines(), 1):
             if not line.strip():
                 continue
             imname, _, variant = line.strip().partition(" ")

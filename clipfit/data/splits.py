@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from clipfit.data.base import DataError, Sample
+from clipfit.data.base import DataError, Sample, check_relative
 
 SPLITS = ("train", "val", "test")
 # Seed of every random split clipfit draws (--make-split, folder:/csv: datasets); the split is
@@ -77,30 +77,50 @@ def write_split_file(path: Path, splits: dict[str, Sequence[Sample]]) -> None:
     write_json_atomic(path, dump_entries(splits))
 
 
-def read_split_file(path: Path, keys: Iterable[str] = SPLITS) -> dict[str, list[Sample]]:
-    """The entries of a split (or few-shot) file; a malformed file is named with what is wrong."""
+def read_split_file(path: Path, keys: Iterable[str] = SPLITS, any_path: bool = False) -> dict[str, list[Sample]]:
+    """The entries of a split (or few-shot) file; a malformed file is named with what is wrong.
+
+    Paths must be relative and stay inside the image folder, unless ``any_path`` (the saved split of
+    a CSV dataset, whose rows may name files anywhere).
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read split file {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"split file {path} is not valid JSON ({exc})") from exc
+    except IsADirectoryError:
+        raise DataError(f"split file {path} is a folder, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"split file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read split file {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DataError(f"split file {path} is not valid JSON ({reason})") from None
     if not isinstance(data, dict):
         raise DataError(f"split file {path} must hold a JSON object with keys {', '.join(keys)}")
     out: dict[str, list[Sample]] = {}
     for key in keys:
         if not isinstance(data.get(key), list):
             raise DataError(f"split file {path} has no '{key}' list (expected keys: {', '.join(keys)})")
+        if not isinstance(data[key], list):
+            raise DataError(f"split file {path}: '{key}' is {data[key]!r:.60}, not a list of entries")
         items = []
         for i, entry in enumerate(data[key]):
-            try:
-                if len(entry) != 3 or isinstance(entry[1], bool) or int(entry[1]) != entry[1]:
-                    raise ValueError
-                items.append(Sample.from_json(entry))
-            except (TypeError, ValueError):
+            valid = (
+                isinstance(entry, list)
+                and len(entry) == 3
+                and isinstance(entry[1], int | float)
+                and not isinstance(entry[1], bool)
+                and float(entry[1]).is_integer()
+                and isinstance(entry[2], str)
+            )
+            if not valid:
                 raise DataError(
-                    f"split file {path}: entry {i} of '{key}' is {entry!r}; expected [relative path, label, class name]"
-                ) from None
+                    f"split file {path}: entry {i} of '{key}' is {entry!r:.200}; expected [relative path, label, "
+                    "class name]"
+                )
+            why = check_relative(entry[0]) if not any_path else None if isinstance(entry[0], str) else "not a path"
+            if why:
+                raise DataError(f"split file {path}: entry {i} of '{key}' is {entry!r:.200}: {why}")
+            items.append(Sample.from_json(entry))
         out[key] = items
     return out
 
@@ -113,9 +133,14 @@ def classnames_from_samples(samples: Iterable[Sample], source: str) -> list[str]
             raise DataError(f"{source}: label {s.label} has two class names, {names[s.label]!r} and {s.classname!r}")
     if not names:
         raise DataError(f"{source} lists no images")
-    missing = sorted(set(range(max(names) + 1)) - set(names))
-    if min(names) < 0 or missing:
-        raise DataError(f"{source}: labels must be 0..{max(names)} without gaps; missing {missing[:10]}")
+    if min(names) < 0:
+        raise DataError(f"{source}: label {min(names)} is negative; labels are 0..n-1")
+    if max(names) >= len(names):  # labels 0..n-1 for n names; found without building range(max label)
+        missing = [i for i in range(len(names) + 1) if i not in names][:10]
+        raise DataError(
+            f"{source}: labels must be 0..{len(names) - 1} for its {len(names)} class names without gaps; the largest "
+            f"is {max(names)}, missing {missing}"
+        )
     return [names[i] for i in range(len(names))]
 
 

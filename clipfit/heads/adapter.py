@@ -37,7 +37,13 @@ class AdapterHead(ClipHead):
         from clipfit.heads.parts import Adapter
         from clipfit.towers import image_feature_dim
 
-        model.adapter = Adapter(image_feature_dim(model), self.adapter_reduction).to(next(model.parameters()).device)
+        dim = image_feature_dim(model)
+        if dim // self.adapter_reduction < 1:
+            raise HeadOptionError(
+                f"--adapter-reduction {self.adapter_reduction} leaves no bottleneck of the {dim}-wide image features "
+                f"(width {dim} // {self.adapter_reduction} = 0); use at most {dim}"
+            )
+        model.adapter = Adapter(dim, self.adapter_reduction).to(next(model.parameters()).device)
 
     def encode_images(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         features = model.encode_image(images)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from clipfit.heads.base import ClipHead, HeadOptionError, option
-from clipfit.prompts import clean_classname
+from clipfit.prompts import clean_classname, tokenize
 
 if TYPE_CHECKING:
     import torch
@@ -61,8 +61,9 @@ class CoOpHead(ClipHead):
         from clipfit.towers import cut_tokens
 
         prefix = " ".join([self._PLACEHOLDER] * self.coop_ctx)
-        tokens = tokenizer([f"{prefix} {clean_classname(c)}." for c in classnames])
-        return cut_tokens(tokens)
+        prompts = [f"{prefix} {clean_classname(c)}." for c in classnames]
+        remedy = f"use fewer context vectors than --coop-ctx {self.coop_ctx} (or shorter class names)"
+        return cut_tokens(tokenize(tokenizer, prompts, "CoOp prompt", remedy))
 
     def encode_classes(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         import torch

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from clipfit.heads.base import ClipHead, HeadOptionError, option
-from clipfit.prompts import clean_classname
+from clipfit.prompts import clean_classname, tokenize
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +86,8 @@ class MaPLeHead(ClipHead):
         from clipfit.towers import cut_tokens
 
         prefix = self.maple_init or " ".join([self._PLACEHOLDER] * self.maple_ctx)
-        return cut_tokens(tokenizer([f"{prefix} {clean_classname(c)}." for c in classnames]))
+        prompts = [f"{prefix} {clean_classname(c)}." for c in classnames]
+        return cut_tokens(tokenize(tokenizer, prompts, "MaPLe prompt", "use shorter class names"))
 
     def encode_classes(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         import torch

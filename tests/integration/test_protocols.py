@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from fixture_trees import build, build_raw
+from fixture_trees import SIZES, build, build_raw, image
 
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
@@ -18,10 +19,21 @@ def _tiny(weights: str) -> list[str]:
     return ["--model", "clipfit-tiny", "--pretrained", weights]
 
 
+def _fourth_dtd_class(folder: Path) -> None:
+    """Add a class 'braided' to the DTD miniature (3 classes): base-to-new needs 2 base and 2 new classes."""
+    split_file = folder / "split_zhou_DescribableTextures.json"
+    split = json.loads(split_file.read_text())
+    for key, n in SIZES.items():
+        for i in range(n):
+            image(folder / "images" / "braided" / f"braided_{key}{i:02d}.jpg", 3)
+            split[key].append([f"braided/braided_{key}{i:02d}.jpg", 3, "braided"])
+    split_file.write_text(json.dumps(split))
+
+
 @pytest.mark.slow
 def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "runs"
-    build(data, "dtd")
+    _fourth_dtd_class(build(data, "dtd").folder)
     build(data, "eurosat")
     build_raw(data, "caltech101")
     argv = ["--datasets", "dtd", "--data-root", str(data), "--setting", "base2new", "--shots", "2"]
@@ -41,7 +53,7 @@ def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, 
         # The seed's few-shot draw was saved beside the split file, as CoOp does (JSON instead of pickle).
         assert (data / "dtd" / "split_fewshot" / f"shot_2-seed_{seed}.json").is_file()
         ckpt = json.loads((run / "checkpoint.json").read_text())
-        assert ckpt["classnames"] == ["banded", "blotchy"]  # base = the first ceil(3/2) classes
+        assert ckpt["classnames"] == ["banded", "blotchy"]  # base = the first ceil(4/2) classes
 
     # The same command again: both runs are finished, so nothing trains and the same numbers come back,
     # also for a run whose config.json predates the data settings added here.
@@ -68,7 +80,8 @@ def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, 
 def test_dry_run_resolves_the_data_and_writes_the_few_shot_file(tmp_path, capsys):
     build(tmp_path, "oxford_pets")
     argv = ["--dataset", "oxford_pets", "--data-root", str(tmp_path), "--shots", "4", "--seed", "2", "--dry-run"]
-    assert train.main([*argv, "--model", "clipfit-tiny", "--pretrained", "none"]) == 0
+    # few-shot: the miniature has 2 classes, too few for base-to-new (1 base, 1 new class)
+    assert train.main([*argv, "--setting", "fewshot", "--model", "clipfit-tiny", "--pretrained", "none"]) == 0
     path = tmp_path / "oxford_pets" / "split_fewshot" / "shot_4-seed_2.json"
     saved = json.loads(path.read_text())
     assert len(saved["train"]) == 8 and len(saved["val"]) == 4  # 2 classes x 4 shots; val capped at min(K, 4)
@@ -79,6 +92,7 @@ def test_dry_run_resolves_the_data_and_writes_the_few_shot_file(tmp_path, capsys
 def test_a_sweep_goes_on_past_a_dataset_whose_data_is_missing(tmp_path, capsys):
     build(tmp_path, "dtd")
     argv = ["--datasets", "food101", "dtd", "--data-root", str(tmp_path), "--seeds", "1", "2", "--shots", "1"]
+    argv += ["--setting", "fewshot"]  # the DTD miniature's 3 classes are too few for base-to-new
     assert train.main([*argv, "--dry-run", "--model", "clipfit-tiny", "--pretrained", "none"]) == 2
     captured = capsys.readouterr()
     assert captured.err.count("dataset folder") == 1 and "food-101/\n" in captured.err  # reported once, with its tree
@@ -135,6 +149,7 @@ def test_cli_errors(argv, message, capsys):
 def test_missing_split_file_from_the_cli_then_make_split(tmp_path, capsys):
     build_raw(tmp_path, "oxford_pets")
     argv = ["--dataset", "oxford_pets", "--data-root", str(tmp_path), "--dry-run", "--model", "clipfit-tiny"]
+    argv += ["--setting", "fewshot"]  # the miniature's 2 classes are too few for base-to-new
     assert train.main([*argv, "--pretrained", "none"]) == 2
     assert "split_zhou_OxfordPets.json not found" in capsys.readouterr().err
     assert train.main([*argv, "--pretrained", "none", "--make-split", "--shots", "1"]) == 0
@@ -148,4 +163,4 @@ def test_an_unreadable_training_image_is_named(tiny_weights, tmp_path, capsys):
     argv = ["--dataset", "food101", "--data-root", str(tmp_path), "--setting", "fewshot", "--shots", "1"]
     assert train.main([*argv, "--out", str(tmp_path / "runs"), *_tiny(tiny_weights), *FAST]) == 2
     err = capsys.readouterr().err
-    assert "cannot read image" in err and "apple_pie/train" in err and "Traceback" not in err
+    assert "cannot be read" in err and "apple_pie/train" in err and "Traceback" not in err
