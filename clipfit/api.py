@@ -50,7 +50,9 @@ from clipfit.trained import build_trained_model
 logger = logging.getLogger(__name__)
 
 ImageInput = str | Path | Image.Image
-_READ = FileReader(Path())  # absolute paths stay absolute, relative ones are relative to the working directory
+_READ = FileReader(
+    Path(), any_path=True
+)  # absolute paths stay absolute, relative ones are relative to the working directory
 _PER_IMAGE_SEQUENCES = 8192  # prompts per text pass of a per-image head (CoCoOp): images x classes
 
 

@@ -163,6 +163,18 @@ def build(root: Path, name: str, *, classnames_txt: bool = True) -> Tree:
     return _SPECIAL[name](root, classnames_txt)
 
 
+def add_dtd_class(folder: Path, name: str = "braided") -> None:
+    """Add a fourth class to the DTD miniature (3 classes): base-to-new needs 2 base and 2 new classes."""
+    split_file = folder / "split_zhou_DescribableTextures.json"
+    split = json.loads(split_file.read_text())
+    label = 1 + max(label for entries in split.values() for _, label, _ in entries)
+    for key, n in SIZES.items():
+        for i in range(n):
+            image(folder / "images" / name / f"{name}_{key}{i:02d}.jpg", label)
+            split[key].append([f"{name}/{name}_{key}{i:02d}.jpg", label, name])
+    split_file.write_text(json.dumps(split))
+
+
 def _fgvc(root: Path, _: bool) -> Tree:
     folder = root / "fgvc_aircraft"
     variants = ["707-320", "A300B4", "Cessna 172"]  # variant names may contain spaces

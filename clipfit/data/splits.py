@@ -98,7 +98,7 @@ def read_split_file(path: Path, keys: Iterable[str] = SPLITS, any_path: bool = F
         raise DataError(f"split file {path} must hold a JSON object with keys {', '.join(keys)}")
     out: dict[str, list[Sample]] = {}
     for key in keys:
-        if not isinstance(data.get(key), list):
+        if key not in data:
             raise DataError(f"split file {path} has no '{key}' list (expected keys: {', '.join(keys)})")
         if not isinstance(data[key], list):
             raise DataError(f"split file {path}: '{key}' is {data[key]!r:.60}, not a list of entries")

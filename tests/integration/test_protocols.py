@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from fixture_trees import SIZES, build, build_raw, image
+from fixture_trees import add_dtd_class, build, build_raw
 
 from clipfit.cli import eval as eval_cli
 from clipfit.cli import train
@@ -19,21 +18,10 @@ def _tiny(weights: str) -> list[str]:
     return ["--model", "clipfit-tiny", "--pretrained", weights]
 
 
-def _fourth_dtd_class(folder: Path) -> None:
-    """Add a class 'braided' to the DTD miniature (3 classes): base-to-new needs 2 base and 2 new classes."""
-    split_file = folder / "split_zhou_DescribableTextures.json"
-    split = json.loads(split_file.read_text())
-    for key, n in SIZES.items():
-        for i in range(n):
-            image(folder / "images" / "braided" / f"braided_{key}{i:02d}.jpg", 3)
-            split[key].append([f"braided/braided_{key}{i:02d}.jpg", 3, "braided"])
-    split_file.write_text(json.dumps(split))
-
-
 @pytest.mark.slow
 def test_base_to_new_sweep_over_two_seeds_then_transfer(tiny_weights, tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "runs"
-    _fourth_dtd_class(build(data, "dtd").folder)
+    add_dtd_class(build(data, "dtd").folder)
     build(data, "eurosat")
     build_raw(data, "caltech101")
     argv = ["--datasets", "dtd", "--data-root", str(data), "--setting", "base2new", "--shots", "2"]

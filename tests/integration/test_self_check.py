@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixture_trees import build
+from fixture_trees import add_dtd_class, build
 
 from clipfit import reference
 from clipfit.cli import eval as eval_cli
@@ -35,7 +35,7 @@ def _register(monkeypatch, weights: str, base2new: dict, all_classes: dict | Non
 def _run(tiny_weights, tmp_path, name: str) -> dict:
     data = tmp_path / "data"
     if not data.exists():
-        build(data, "dtd")
+        add_dtd_class(build(data, "dtd").folder)  # base-to-new: 2 base and 2 new classes
     run = tmp_path / name
     argv = ["--dataset", "dtd", "--data-root", str(data), "--shots", "2", "--model", "clipfit-tiny"]
     assert train.main([*argv, "--pretrained", tiny_weights, "--run-dir", str(run), *FAST, "-q"]) == 0

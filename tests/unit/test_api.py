@@ -130,7 +130,7 @@ def test_an_unreadable_image_is_named_or_skipped(runs, images, tmp_path):
     predictions = model.predict([images[0], broken, tmp_path / "missing.png", images[1]], on_error="skip")
     assert [bool(p.error) for p in predictions] == [False, True, True, False]
     assert predictions[1].labels == [] and "broken.png" in predictions[1].error
-    assert "image not found" in predictions[2].error and predictions[3].label in CLASSNAMES
+    assert "missing.png: not found" in predictions[2].error and predictions[3].label in CLASSNAMES
 
 
 @pytest.mark.parametrize(
