@@ -35,7 +35,7 @@ from analysis.published import (
     published_base2new_rows,
     published_fewshot_rows,
 )
-from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform
+from analysis.schemas import BASE2NEW, EVAL, FEWSHOT, RESULTS_RUNS, conform, shots_order, shots_text, shots_value
 from clipfit.data.catalog import (  # the paper's dataset order; others follow alphabetically
     BENCHMARKS,
     IMAGENET_VARIANTS,
@@ -160,7 +160,7 @@ def _qualify_methods(frame: pd.DataFrame) -> pd.DataFrame:
     same = ["setting", "recipe", "model", "pretrained", "dataset", "source_dataset"]
     for column, label, settings in (
         ("reg_weight", lambda w: f"λ={w:g}", None),
-        ("shots", lambda k: f"{k:g} shots", ("base2new", "eval")),
+        ("shots", lambda k: f"{shots_text(k)} shots", ("base2new", "eval")),
     ):
         rows = frame if settings is None else frame[frame["setting"].isin(settings)]
         extra = [] if column == "shots" else ["shots"]
@@ -189,8 +189,11 @@ def _sort(frame: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
     keyed = frame.assign(
         _d=[_dataset_key(d) for d in frame["dataset"]],
         _m=[(s != "", methods.index(m)) for s, m in zip(frame["source"], frame["method"], strict=True)],
+        **{f"_{c}": [shots_order(v) for v in frame[c]] for c in extra if c == "shots"},
     )
-    return keyed.sort_values(["_d", *extra, "_m"], kind="stable").drop(columns=["_d", "_m"]).reset_index(drop=True)
+    order = ["_d", *(f"_{c}" if c == "shots" else c for c in extra), "_m"]
+    helpers = ["_d", "_m", *(f"_{c}" for c in extra if c == "shots")]
+    return keyed.sort_values(order, kind="stable").drop(columns=helpers).reset_index(drop=True)
 
 
 def _zero_shot_rows(runs: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -303,7 +306,7 @@ def fewshot_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
                 "model": model,
                 "pretrained": pretrained,
                 "dataset": dataset,
-                "shots": int(shots),
+                "shots": shots_value(shots),
                 "seeds": int(part["seed"].nunique()),
                 "acc_mean": float(part["acc"].mean()),
                 "acc_std": _std(part["acc"]),
@@ -324,7 +327,7 @@ def fewshot_table(runs: pd.DataFrame, published: bool = False) -> pd.DataFrame:
                 "model": model,
                 "pretrained": pretrained,
                 "dataset": AVERAGE,
-                "shots": int(shots),
+                "shots": shots_value(shots),
                 "seeds": int(part["seeds"].min()),
                 "acc_mean": float(part["acc_mean"].mean()),
                 "acc_std": math.nan,

@@ -12,6 +12,9 @@ Layer columns come from :mod:`clipfit.layers` (the one definition of "layer"):
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 LAYER = ("name", "tower", "group", "block", "module", "kind", "position", "order")
 
 # param-change (paper Fig. 3, Fig. 4 right): one row per checkpoint and trained tensor.
@@ -211,3 +214,21 @@ def conform(frame, columns: tuple[str, ...]):
     if missing:
         raise KeyError(f"table lacks columns {missing}; has {list(frame.columns)}")
     return frame.loc[:, list(columns)].reset_index(drop=True)
+
+
+# A run's shots: a count of images per class, or "all" (clipfit-train --shots all: every training image).
+ALL_SHOTS = "all"  # clipfit.data.sampling.ALL_SHOTS (figures/ reads this module, not clipfit's)
+
+
+def shots_value(shots: Any) -> int | str:
+    """A shots cell: an int, or "all"."""
+    return shots if shots == ALL_SHOTS else int(shots)
+
+
+def shots_order(shots: Any) -> float:
+    """Where a shots value sorts: by count, "all" after every count."""
+    return math.inf if shots == ALL_SHOTS else float(shots)
+
+
+def shots_text(shots: Any) -> str:
+    return ALL_SHOTS if shots == ALL_SHOTS else f"{float(shots):g}"

@@ -20,6 +20,7 @@ from typing import Any
 
 from clipfit.data.records import DEFAULT_MODEL
 from clipfit.data.registry import get_spec
+from clipfit.data.sampling import ALL_SHOTS
 from clipfit.errors import ConfigError
 from clipfit.recipes import Recipe, get_recipe, head_options
 
@@ -53,8 +54,10 @@ class DataConfig:
     data_root: str | None = None  # folder holding the dataset folders (CoOp layout)
     make_split: bool = False  # without a published split file, draw a random one (results not comparable)
     classnames: str | None = None  # class-name file of a folder:/csv: dataset (one name per line, label order)
-    setting: str = "base2new"  # base2new (train on base classes) or fewshot (all classes)
-    shots: int = 16  # training images per class (K)
+    # base2new (train on base classes) or fewshot (all classes); None: the dataset's default (base2new for the
+    # benchmarks and shapes, fewshot for folder:/csv: data)
+    setting: str | None = None
+    shots: int | str = 16  # training images per class (K), or "all": every training image
     template: str | None = None  # prompt template override; None: the dataset's template
     num_workers: int | None = None  # DataLoader workers; None: half the cores (0 for generated data)
     skip_bad_images: bool = False  # leave out images that cannot be read (the run is marked not comparable)
@@ -92,6 +95,9 @@ class RunConfig:
     compile: bool = False  # torch.compile the training forward (speed only; falls back to eager when it cannot)
     grad_checkpointing: str | None = None  # recompute block activations in backward: text, image or all towers
     checkpoint_every: int = 1  # epochs between resumable checkpoints (the last epoch always writes one)
+    # epochs between validation accuracies (the few-shot val split, logged in metrics.jsonl; 0: none);
+    # None: the dataset's default (every epoch for folder:/csv: data, none for the benchmarks and shapes)
+    val_every: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +154,12 @@ def paper_epochs(dataset: str) -> int:
     return get_spec(dataset).epochs
 
 
+def default_setting(dataset: str) -> str:
+    """The setting a dataset trains in when none is given: base-to-new for the benchmarks and the shapes
+    world (the paper's protocol), fewshot (all classes) for the user's own folder:/csv: images."""
+    return get_spec(dataset).setting
+
+
 def paper_reg_weight(dataset: str, setting: str) -> float:
     """The paper's lambda: ClipFit's for base-to-new, the dataset record's for few-shot."""
     if setting == "base2new":
@@ -161,11 +173,16 @@ PRESETS = ("paper",)
 def resolve(cfg: RunConfig) -> RunConfig:
     """A copy with every None default filled in from the dataset and the paper; validates choices."""
     cfg = RunConfig.from_dict(cfg.to_dict())
+    spec = get_spec(cfg.data.dataset)
+    if cfg.data.setting is None:
+        cfg.data.setting = spec.setting
+    if cfg.val_every is None:
+        cfg.val_every = spec.val_every
     if cfg.data.setting not in SETTINGS:
         raise ConfigError(f"unknown setting '{cfg.data.setting}'; expected one of {', '.join(SETTINGS)}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; expected one of {', '.join(PRECISIONS)}")
-    default_name, default_pretrained = get_spec(cfg.data.dataset).model
+    default_name, default_pretrained = spec.model
     if cfg.model.name is None:
         cfg.model.name = default_name
         if cfg.model.pretrained is None:
@@ -194,12 +211,15 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for name, value, low in (
         ("epochs", cfg.optim.epochs, 1),
         ("batch size", cfg.optim.batch_size, 1),
-        ("shots", cfg.data.shots, 1),
+        ("shots", 1 if cfg.data.shots == ALL_SHOTS else cfg.data.shots, 1),
         ("log every", cfg.log_every, 1),
         ("checkpoint every", cfg.checkpoint_every, 1),
+        ("validation every", cfg.val_every, 0),
     ):
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
+    if isinstance(cfg.data.shots, str) and cfg.data.shots != ALL_SHOTS:
+        raise ConfigError(f"shots must be a number of images per class or '{ALL_SHOTS}', got {cfg.data.shots!r}")
     if cfg.optim.warmup_epochs < 0 or cfg.optim.warmup_epochs >= cfg.optim.epochs:
         raise ConfigError(f"warm-up epochs must be in [0, epochs), got {cfg.optim.warmup_epochs}")
     optim = cfg.optim

@@ -86,6 +86,7 @@ class TrainSettings:
     compile: bool = False  # torch.compile the training forward
     grad_checkpointing: str | None = None  # text, image or all: recompute block activations in backward
     checkpoint_every: int = 1  # epochs between resumable checkpoints (the last epoch always writes one)
+    val_every: int = 0  # epochs between validation accuracies (0: none; needs the Trainer's ``validate``)
 
     @classmethod
     def of(cls, cfg: RunConfig, device: torch.device, precision: str, num_workers: int) -> TrainSettings:
@@ -100,6 +101,7 @@ class TrainSettings:
             compile=cfg.compile,
             grad_checkpointing=cfg.grad_checkpointing,
             checkpoint_every=cfg.checkpoint_every,
+            val_every=cfg.val_every or 0,
         )
 
 
@@ -153,8 +155,10 @@ class Trainer:
         run_dir: RunDir | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
         sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
+        validate: Callable[[], float] | None = None,
     ) -> None:
         self.model, self.bundle, self.trained, self.task = bundle.model, bundle, list(trained), task
+        self.validate = validate  # the validation accuracy (percent) at the model's current values
         self.settings, self.optim, self.device, self.env = settings, settings.optim, settings.device, env
         self.head = bundle.head or ClipHead()
         self.run_dir = run_dir if run_dir is not None and env.is_main else None
@@ -351,6 +355,8 @@ class Trainer:
                 if not window.empty():  # the epoch's last steps since the previous record
                     self._log_step(step, epoch, lr, window, grad_sq, grad_sq_cum, init, state.grad_cos)
                 last = epoch_stats.over_processes(self.env).means()
+                if self._validation_due(epoch):
+                    last["val_acc"] = self._log_validation(step, epoch)
                 elapsed_now = elapsed + time.time() - started
                 if (epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == optim.epochs:
                     self._checkpoint(
@@ -358,12 +364,14 @@ class Trainer:
                     )
                 bar.update(1)
                 shown = {"loss": f"{last['loss']:.3f}", "acc": f"{last['acc']:.1f}"}
+                if "val_acc" in last:
+                    shown["val"] = f"{last['val_acc']:.1f}"
                 bar.set_postfix(**shown)
                 beat.postfix.update(shown)  # the last finished epoch's
                 milestone = epoch + 1 in (1, optim.epochs) or (epoch + 1) % max(1, optim.epochs // 10) == 0
                 logger.log(
                     logging.INFO if milestone else logging.DEBUG,  # the console shows ~10 epochs, log.txt all
-                    "epoch %d/%d lr %.2e loss %.4f ce %.4f reg %.5f acc %.1f%%",
+                    "epoch %d/%d lr %.2e loss %.4f ce %.4f reg %.5f acc %.1f%%%s",
                     epoch + 1,
                     optim.epochs,
                     lr,
@@ -371,12 +379,37 @@ class Trainer:
                     last["ce"],
                     last["reg"],
                     last["acc"],
+                    f" val {last['val_acc']:.2f}%" if "val_acc" in last else "",
                 )
         finally:
             bar.close()
             if settings.grad_checkpointing:
                 set_grad_checkpointing(model, None)
         return FitResult(epochs=optim.epochs, steps=step, train_seconds=elapsed + time.time() - started, last=last)
+
+    # ------------------------------------------------------------------ validation
+
+    def _validation_due(self, epoch: int) -> bool:
+        every = self.settings.val_every
+        return self.validate is not None and every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.optim.epochs)
+
+    def _log_validation(self, step: int, epoch: int) -> float:
+        """The validation accuracy after ``epoch``, logged as its own metrics.jsonl row (``step, epoch, val_acc``).
+
+        It changes nothing of the training: the random number generators are restored afterwards (a
+        DataLoader draws its seed from them) and the model goes back to training mode, so a run with
+        validation trains exactly as one without.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            accuracy = float(self.validate())
+        train_mode(self.model)
+        row = {"step": step, "epoch": epoch, "val_acc": round(accuracy, 4)}
+        for sink in self.sinks:
+            sink(row)
+        if self.run_dir is not None:
+            self.metrics.write([row])
+        return accuracy
 
     # ------------------------------------------------------------------ logs and checkpoints
 

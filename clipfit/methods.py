@@ -8,6 +8,7 @@ finished checkpoint in the run directory.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,12 +18,13 @@ from clipfit.checkpoint import Checkpoint
 from clipfit.config import RunConfig
 from clipfit.data.loaders import workers_for
 from clipfit.data.prepare import RunData
+from clipfit.data.sampling import ClassSubset
 from clipfit.engine import Trainer, TrainSettings, TrainTask
-from clipfit.evaluate import EvalSettings, evaluate_subsets
+from clipfit.evaluate import EvalSettings, evaluate_subsets, subset_accuracy
 from clipfit.linear_probe import evaluate_linear_probe, fit_linear_probe
 from clipfit.models import ModelBundle
 from clipfit.recipes import Recipe
-from clipfit.rundir import RunDir
+from clipfit.rundir import METRICS_FILE, RunDir, read_jsonl
 from clipfit.runtime import DistEnv
 
 
@@ -90,6 +92,7 @@ class FineTune(Method):
             data.train, data.train_subset.classnames, data.template, data.dataset.reader, data.dataset.train_crop_scale
         )
         settings = TrainSettings.of(cfg, ctx.device, ctx.precision, workers_for(cfg.data.num_workers, data.dataset))
+        validate = self.validation(ctx) if settings.val_every and data.val else None
         trainer = Trainer(
             ctx.bundle,
             ctx.trained,
@@ -99,16 +102,56 @@ class FineTune(Method):
             run_dir=ctx.run_dir,
             checkpoint_meta=ctx.meta,
             sinks=ctx.sinks,
+            validate=validate,
         )
         train_seconds = trainer.fit(resume=resume).train_seconds
         metrics = self.evaluate(ctx.bundle, data, ctx.eval_settings)
+        extra = {"validation": validation_summary(ctx.run_dir)} if validate is not None and ctx.env.is_main else {}
         if ctx.env.is_main:
             # The finished checkpoint keeps only init/ and final/ (no optimizer or generator state).
             ckpt = ctx.run_dir.checkpoint()
             meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "trained", "grad_sq_cum")}
             meta.update(complete=True, metrics=metrics, train_seconds=round(train_seconds, 2))
             ctx.run_dir.save_checkpoint(ckpt.init, ckpt.final, meta)
-        return Outcome(train_seconds, metrics, epochs=cfg.optim.epochs)
+        return Outcome(train_seconds, metrics, epochs=cfg.optim.epochs, extra=extra)
+
+    @staticmethod
+    def validation(ctx: RunContext) -> Callable[[], float]:
+        """The accuracy on the run's few-shot val images (already in the training label space), through the head."""
+        data, bundle, settings = ctx.data, ctx.bundle, ctx.eval_settings
+        space = data.train_subset
+        identity = ClassSubset(space.name, tuple(range(len(space.classnames))), space.classnames)
+        return lambda: subset_accuracy(
+            bundle.model,
+            bundle.tokenizer,
+            identity,
+            data.template,
+            data.val,
+            data.dataset.reader,
+            bundle.preprocess,
+            settings.device,
+            precision=settings.precision,
+            batch_size=settings.batch_size,
+            num_workers=settings.workers(data.dataset),
+            env=settings.env,
+            head=bundle.head,
+        )
+
+
+def validation_summary(run_dir: RunDir) -> dict[str, Any]:
+    """results.json's ``validation``: the last and the best validation accuracy, and the best one's epoch
+    (1-based), from the ``val_acc`` rows of metrics.jsonl (all of them, also those of earlier attempts)."""
+    rows = [r for r in read_jsonl(run_dir.file(METRICS_FILE)) if r.get("val_acc") is not None]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: r["val_acc"])
+    return {
+        "last_acc": rows[-1]["val_acc"],
+        "best_acc": best["val_acc"],
+        "best_epoch": best["epoch"] + 1,
+        "epochs": [r["epoch"] + 1 for r in rows],
+        "note": "the run keeps its last epoch's values (the paper's protocol); validation only reports",
+    }
 
 
 class LinearProbe(Method):

@@ -68,7 +68,7 @@ LOCK_STALE_S = 15 * 60.0
 # Settings that change how fast a run goes or how it logs, never its results: they may differ on resume.
 RESULT_NEUTRAL = {
     ("device",), ("eval_batch_size",), ("data", "num_workers"), ("log_every",), ("compile",), ("grad_checkpointing",),
-    ("checkpoint_every",),
+    ("checkpoint_every",), ("val_every",),
 }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.schemas import ALL_SHOTS, shots_order
 from figures.style import colours, new_figure, require, styled
 
 
@@ -98,7 +99,7 @@ def draw_fewshot(table: pd.DataFrame) -> Figure:
     own = _with_labels(_own(table))
     datasets = list(dict.fromkeys(own["dataset"]))
     methods, palette = _methods_and_palette(own)
-    shots = sorted(own["shots"].unique())
+    shots = sorted(own["shots"].unique(), key=shots_order)
     cols = min(4, len(datasets))
     rows = math.ceil(len(datasets) / cols)
     with styled():
@@ -107,7 +108,7 @@ def draw_fewshot(table: pd.DataFrame) -> Figure:
         for ax, dataset in zip(axes.flat, datasets, strict=False):
             part = own[own["dataset"] == dataset]
             for method in methods:
-                line = part[part["label"] == method].sort_values("shots")
+                line = part[part["label"] == method].sort_values("shots", key=lambda c: c.map(shots_order))
                 if line.empty:
                     continue
                 xs = [shots.index(s) for s in line["shots"]]
@@ -130,14 +131,17 @@ def caption_fewshot(table: pd.DataFrame) -> str:
     own = _with_labels(_own(table))
     average = own[own["dataset"] == "Average"]
     rows = average if not average.empty else own
-    top = rows["shots"].max()
+    top = max(rows["shots"], key=shots_order)
     at_top = rows[(rows["shots"] == top) & (rows["method"] != "zero-shot")]
     parts = [f"{r['label']} {r['acc_mean']:.2f}" for _, r in at_top.iterrows()]
     zero = rows[rows["method"] == "zero-shot"].drop_duplicates(["label"])
     lead = "".join(f"{r['label']} {r['acc_mean']:.2f}; " for _, r in zero.iterrows())
     where = "averaged over datasets" if not average.empty else f"on {rows['dataset'].iloc[0]}"
     return (
-        f"Accuracy (%) against shots per class {where}, mean over seeds: {lead}at {top} shots " + "; ".join(parts) + "."
+        f"Accuracy (%) against shots per class {where}, mean over seeds: {lead}"
+        + ("with every training image " if top == ALL_SHOTS else f"at {top} shots ")
+        + "; ".join(parts)
+        + "."
     )
 
 

@@ -7,7 +7,7 @@ Examples::
     clipfit-train --dataset dtd --data-root ~/data --model ViT-B-16 --pretrained openai
     clipfit-train --datasets all --data-root ~/data --setting base2new --seeds 1 2 3 --preset paper
     clipfit-train --datasets dtd eurosat --data-root ~/data --setting fewshot --shots 1 2 4 8 16 --seeds 1 2 3
-    clipfit-train --dataset folder:~/my_photos --setting fewshot --shots 8
+    clipfit-train --dataset folder:~/my_photos --shots all      # every class, every image, validation each epoch
     clipfit-train --resume runs/shapes/base2new/clipfit/shots16/seed1
     torchrun --nproc_per_node 2 -m clipfit.cli.train --dataset dtd --data-root ~/data
     torchrun --nproc_per_node 8 $(which clipfit-train) --dataset imagenet --data-root ~/data --compile
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipfit.config import GRAD_CHECKPOINTING, PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
+from clipfit.config import GRAD_CHECKPOINTING, PRECISIONS, PRESETS, SETTINGS, RunConfig, default_setting, resolve
 from clipfit.console import (
     ArgumentParser,
     add_version_flag,
@@ -39,6 +39,7 @@ from clipfit.console import (
 )
 from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
+from clipfit.data.sampling import ALL_SHOTS
 from clipfit.errors import ClipfitError, ConfigError
 from clipfit.files import DiskFullError
 from clipfit.metrics import mean_over_seeds
@@ -49,6 +50,20 @@ if TYPE_CHECKING:  # torch and open_clip load once the arguments are parsed: --h
     from clipfit.runtime import DistEnv
 
 logger = logging.getLogger("clipfit.cli.train")
+
+
+def _shots(value: str) -> int | str:
+    """--shots: a positive number of images per class, or 'all'."""
+    if value == ALL_SHOTS:
+        return value
+    try:
+        shots = int(value)
+    except ValueError:
+        expected = f"expected a number of images per class or '{ALL_SHOTS}'"
+        raise argparse.ArgumentTypeError(f"{expected}, got {value!r}") from None
+    if shots < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 image per class (or '{ALL_SHOTS}'), got {shots}")
+    return shots
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--setting",
         nargs="+",
         choices=SETTINGS,
-        help="base2new (train on base classes, report Base/New/HM) and/or fewshot (all classes) (default base2new)",
+        help="base2new (train on base classes, report Base/New/HM) and/or fewshot (all classes) (default base2new "
+        "for the benchmarks and shapes, fewshot for folder:/csv: images)",
     )
-    d.add_argument("--shots", nargs="+", type=int, metavar="K", help="training images per class (default 16)")
+    d.add_argument(
+        "--shots",
+        nargs="+",
+        type=_shots,
+        metavar="K",
+        help="training images per class, or 'all' for every training image (default 16)",
+    )
     d.add_argument("--template", help="prompt template with one {} for the class name (default: the dataset's)")
     d.add_argument(
         "--make-split",
@@ -185,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         "disk traffic for full fine-tuning of large models; a crash then loses up to N-1 epochs",
     )
     s.add_argument(
+        "--val-every",
+        type=int,
+        metavar="N",
+        help="validation accuracy every N epochs on the few-shot val split, logged and in results.json (0: none; "
+        "default every epoch for folder:/csv: images, none for the benchmarks and shapes, as in the paper)",
+    )
+    s.add_argument(
         "--grad-checkpointing",
         nargs="?",
         const="all",
@@ -245,6 +274,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         compile=args.compile,
         grad_checkpointing=args.grad_checkpointing,
         checkpoint_every=args.checkpoint_every,
+        val_every=args.val_every,
     )
     return cfg
 
@@ -265,6 +295,7 @@ def run_configs(args: argparse.Namespace) -> list[RunConfig]:
         args.seeds or [base.seed],
     )  # fmt: skip
     for dataset, setting, recipe, shots, seed in axes:
+        setting = setting or default_setting(dataset)
         cfg = RunConfig.from_dict(base.to_dict())
         cfg.data.dataset, cfg.data.setting, cfg.recipe, cfg.data.shots, cfg.seed = dataset, setting, recipe, shots, seed
         configs.append(cfg)
@@ -350,7 +381,7 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
     # Only settings that cannot change the results may differ when resuming.
     _set(
         cfg, device=args.device, eval_batch_size=args.eval_batch_size, compile=args.compile,
-        grad_checkpointing=args.grad_checkpointing, checkpoint_every=args.checkpoint_every,
+        grad_checkpointing=args.grad_checkpointing, checkpoint_every=args.checkpoint_every, val_every=args.val_every,
     )  # fmt: skip
     _set(cfg.data, num_workers=args.num_workers)
     return cfg

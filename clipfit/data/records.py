@@ -73,6 +73,8 @@ class DatasetRecord:
     epochs: int = DEFAULT_EPOCHS  # the paper's training epochs
     fewshot_reg_weight: float = DEFAULT_FEWSHOT_REG_WEIGHT  # the paper's lambda in few-shot learning
     model: tuple[str, str] = DEFAULT_MODEL  # default (open_clip architecture, pretrained source)
+    setting: str = "base2new"  # the default protocol: base-to-new (the paper's), fewshot for your own images
+    val_every: int = 0  # validation accuracy every N epochs by default (0: none, as in the paper's runs)
     folder: str = ""  # dataset folder under --data-root; "" when there is none (generated, folder:/csv:)
     tree: str = ""  # the expected tree of that folder (errors and docs/datasets.md)
     sources: str = ""  # where each of its files comes from, one file (group) per line

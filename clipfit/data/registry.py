@@ -59,10 +59,12 @@ def dataset_slug(name: str) -> str:
 
 def get_spec(name: str) -> DatasetRecord:
     """The record of a registered dataset, or one built for ``folder:PATH``/``csv:FILE`` with the record
-    defaults (template, epochs, few-shot lambda); an unknown name lists the known ones."""
+    defaults (template, epochs, few-shot lambda), the all-classes setting and validation every epoch; an
+    unknown name lists the known ones."""
     for prefix, reader in (("folder:", custom.read_folder), ("csv:", custom.read_csv)):
         if name.startswith(prefix):
-            return DatasetRecord(name=name, title=name, reader=reader, needs_root=False)
+            # your own images: every class trained and tested (base-to-new on request), validation each epoch
+            return DatasetRecord(name=name, title=name, reader=reader, needs_root=False, setting="fewshot", val_every=1)
     try:
         return RECORDS[name]
     except KeyError:

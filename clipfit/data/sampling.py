@@ -27,6 +27,7 @@ from clipfit.data.splits import read_split_file, write_split_file
 
 logger = logging.getLogger(__name__)
 FEWSHOT_DIR = "split_fewshot"
+ALL_SHOTS = "all"  # --shots all: every training image
 
 
 def group_by_label(items: Sequence[Sample]) -> dict[int, list[Sample]]:
@@ -96,14 +97,17 @@ def _check_cached(path: Path, cached: dict[str, list[Sample]], dataset: Dataset)
             )
 
 
-def draw_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotDraw:
+def draw_few_shot(dataset: Dataset, shots: int | str, seed: int) -> FewShotDraw:
     """The seed's K-shot train and min(K, 4)-shot val subsets, read from their JSON file when it exists.
 
     Otherwise they are drawn with Dassl's algorithm and saved: in ``dataset.fewshot_dir`` when it
     can be written, else in ``dataset.fewshot_fallback`` (clipfit's cache directory). Only new
     files are created; nothing of the dataset is modified. A dataset without a val sampling step
-    (ImageNet) saves ``"val": []`` and keeps its whole val list.
+    (ImageNet) saves ``"val": []`` and keeps its whole val list. ``shots="all"`` takes every train
+    and val image (nothing is drawn, nothing saved).
     """
+    if shots == ALL_SHOTS:
+        return FewShotDraw(list(dataset.train), list(dataset.val), None, False)
     name = fewshot_file_name(shots, seed)
     folders = [d for d in (dataset.fewshot_dir, dataset.fewshot_fallback) if d is not None]
     for folder in folders:

@@ -23,6 +23,7 @@ from analysis.tables import layer_frame
 from analysis.tsne import knn_accuracy
 from clipfit.recipes import select
 from figures.param_change import caption_param_change
+from figures.results import caption_fewshot, draw_fewshot
 
 # ----------------------------------------------------------------------------- param-change
 
@@ -254,6 +255,19 @@ def test_fewshot_curve_and_transfer_tables(result_tree):
         50.0,
         47.0,
     ]
+
+
+def test_runs_on_every_image_sort_after_every_shot_count(result_tree):
+    # --shots all records shots "all": its row follows 16 shots, the curve puts it last, the caption names it
+    for seed, acc in ((1, 80.0), (2, 84.0)):
+        _write_result(result_tree, f"dtd/few/all/{seed}", dataset="dtd", setting="fewshot", shots="all", seed=seed,
+                      reg_weight=8.0, metrics={"acc": acc}, zero_shot={"acc": 30.0})  # fmt: skip
+    few = fewshot_table(read_runs(result_tree))
+    clip = few[(few["method"] == "clipfit") & (few["dataset"] == "dtd")]
+    assert clip["shots"].tolist() == [1, 16, "all"] and clip["acc_mean"].tolist() == [42.0, 71.0, 82.0]
+    figure = draw_fewshot(few)
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["0", "1", "16", "all"]
+    assert "with every training image clipfit 82.00" in caption_fewshot(few)
 
 
 def test_relative_change_of_zero_initialised_tensors_is_undefined_not_an_error():
