@@ -15,6 +15,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clipfit.data.loaders import TRAIN_CACHES
 from clipfit.data.records import DEFAULT_MODEL
 from clipfit.data.registry import get_spec
 from clipfit.errors import ConfigError
@@ -51,6 +52,7 @@ class DataConfig:
     shots: int = 16  # training images per class (K)
     template: str | None = None  # prompt template override; None: the dataset's template
     num_workers: int | None = None  # DataLoader workers; None: half the cores (0 for generated data)
+    train_cache: str = "none"  # none: crop views from the full-size images (Dassl); crop-size: from a crop-size copy
 
 
 @dataclass
@@ -67,6 +69,8 @@ class OptimConfig:
 
 # config.json files written before head options were named after their flags
 _LEGACY_HEAD_OPTIONS = {"coop_n_ctx": "coop_ctx"}
+# config.json files written before --train-cache existed: those runs cropped their views from the crop-size cache
+_LEGACY_TRAIN_CACHE = "crop-size"
 
 
 @dataclass
@@ -97,9 +101,12 @@ class RunConfig:
 
         top_fields = {f.name for f in dataclasses.fields(cls)} - {"model", "data", "optim", "head"}
         head = {_LEGACY_HEAD_OPTIONS.get(k, k): v for k, v in (data.get("head") or {}).items()}
+        data_values = dict(data.get("data", {}))
+        if "data" in data and "train_cache" not in data_values:
+            data_values["train_cache"] = _LEGACY_TRAIN_CACHE
         return cls(
             model=build(ModelConfig, data.get("model", {})),
-            data=build(DataConfig, data.get("data", {})),
+            data=build(DataConfig, data_values),
             optim=build(OptimConfig, data.get("optim", {})),
             head=head,
             **{k: v for k, v in data.items() if k in top_fields},
@@ -128,6 +135,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown setting '{cfg.data.setting}'; expected one of {', '.join(SETTINGS)}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; expected one of {', '.join(PRECISIONS)}")
+    if cfg.data.train_cache not in TRAIN_CACHES:
+        raise ConfigError(
+            f"unknown training-image cache '{cfg.data.train_cache}'; expected one of {', '.join(TRAIN_CACHES)}"
+        )
     default_name, default_pretrained = get_spec(cfg.data.dataset).model
     if cfg.model.name is None:
         cfg.model.name = default_name

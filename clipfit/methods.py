@@ -86,8 +86,9 @@ class FineTune(Method):
     def run(self, ctx: RunContext, resume: Checkpoint | None, zero_shot: dict[str, float]) -> Outcome:
         data, cfg = ctx.data, ctx.cfg
         task = TrainTask(
-            data.train, data.train_subset.classnames, data.template, data.dataset.reader, data.dataset.train_crop_scale
-        )
+            data.train, data.train_subset.classnames, data.template, data.dataset.reader, data.dataset.train_crop_scale,
+            cfg.data.train_cache,
+        )  # fmt: skip
         settings = TrainSettings.of(cfg, ctx.device, ctx.precision, workers_for(cfg.data.num_workers, data.dataset))
         trainer = Trainer(
             ctx.bundle, ctx.trained, task, settings, env=ctx.env, run_dir=ctx.run_dir, checkpoint_meta=ctx.meta

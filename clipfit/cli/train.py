@@ -28,6 +28,7 @@ from pathlib import Path
 from clipfit.config import PRECISIONS, PRESETS, SETTINGS, RunConfig, resolve
 from clipfit.console import format_metrics, results_table, run_command, setup_logging
 from clipfit.data.base import DataError
+from clipfit.data.loaders import TRAIN_CACHES
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.errors import ClipfitError, ConfigError
 from clipfit.metrics import mean_over_seeds
@@ -72,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--classnames", metavar="FILE", help="class names of a folder:/csv: dataset, one per line")
     d.add_argument("--num-workers", type=int, help="DataLoader workers (default: half the cores; 0 for shapes)")
+    d.add_argument(
+        "--train-cache",
+        choices=TRAIN_CACHES,
+        help="where training crops come from. none (default): every view decodes its image and crops it at full "
+        "resolution, as the paper's code (Dassl) does. crop-size: decode each few-shot image once, short side resized "
+        "to the crop size, and crop that copy: no decoding per view (more views per second per worker), but small "
+        "crops are upsampled from fewer pixels (softer views), so results differ from the default's. Recorded in "
+        "config.json; a run cannot be resumed with the other value",
+    )
     m = p.add_argument_group("model")
     m.add_argument("--model", help="open_clip architecture (default: ViT-B-16; shapes-vit-tiny for shapes)")
     m.add_argument(
@@ -190,6 +200,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         shots=args.shots[0] if args.shots else None,
         template=args.template,
         num_workers=args.num_workers,
+        train_cache=args.train_cache,
         make_split=args.make_split,
         classnames=args.classnames,
     )
@@ -311,6 +322,12 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
         grad_checkpointing=args.grad_checkpointing, checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
     _set(cfg.data, num_workers=args.num_workers)
+    if args.train_cache is not None and args.train_cache != cfg.data.train_cache:
+        # it changes what is trained: the rest of the run must crop its views as its first epochs did
+        raise RunError(
+            f"cannot resume {run_dir} with --train-cache {args.train_cache}: the run trains with "
+            f"--train-cache {cfg.data.train_cache} (drop the flag, or start a new run)"
+        )
     return cfg
 
 
