@@ -31,6 +31,8 @@ SETTINGS = ("base2new", "fewshot")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "half")
 # which towers recompute their blocks' activations in backward (clipfit.towers.set_grad_checkpointing)
 GRAD_CHECKPOINTING = ("text", "image", "all")
+# where training views are cropped from (clipfit.data.loaders.TrainBatches): the original images, or a crop-size copy
+TRAIN_CACHES = ("none", "crop-size")
 
 # ---------------------------------------------------------------------------- paper presets
 # The per-dataset epochs and few-shot lambda are in each dataset's record (clipfit.data.catalog);
@@ -61,6 +63,7 @@ class DataConfig:
     template: str | None = None  # prompt template override; None: the dataset's template
     num_workers: int | None = None  # DataLoader workers; None: half the cores (0 for generated data)
     skip_bad_images: bool = False  # leave out images that cannot be read (the run is marked not comparable)
+    train_cache: str = "none"  # none: crop views from the full-size images (Dassl); crop-size: from a crop-size copy
 
 
 @dataclass
@@ -77,6 +80,8 @@ class OptimConfig:
 
 # config.json files written before head options were named after their flags
 _LEGACY_HEAD_OPTIONS = {"coop_n_ctx": "coop_ctx"}
+# config.json files written before --train-cache existed: those runs cropped their views from the crop-size cache
+_LEGACY_TRAIN_CACHE = "crop-size"
 
 
 @dataclass
@@ -118,9 +123,12 @@ class RunConfig:
         data = _section(data, "")
         top_fields = {f.name for f in dataclasses.fields(cls)} - {"model", "data", "optim", "head"}
         head = {_LEGACY_HEAD_OPTIONS.get(k, k): v for k, v in _section(data.get("head") or {}, "head.").items()}
+        data_values = dict(_section(data.get("data", {}), "data."))
+        if "data" in data and "train_cache" not in data_values:
+            data_values["train_cache"] = _LEGACY_TRAIN_CACHE
         return cls(
             model=build(ModelConfig, data.get("model", {}), "model."),
-            data=build(DataConfig, data.get("data", {}), "data."),
+            data=build(DataConfig, data_values, "data."),
             optim=build(OptimConfig, data.get("optim", {}), "optim."),
             head=head,
             **{k: _typed(cls, k, v, "") for k, v in data.items() if k in top_fields},
@@ -182,6 +190,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown setting '{cfg.data.setting}'; expected one of {', '.join(SETTINGS)}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; expected one of {', '.join(PRECISIONS)}")
+    if cfg.data.train_cache not in TRAIN_CACHES:
+        raise ConfigError(
+            f"unknown training-image cache '{cfg.data.train_cache}'; expected one of {', '.join(TRAIN_CACHES)}"
+        )
     default_name, default_pretrained = spec.model
     if cfg.model.name is None:
         cfg.model.name = default_name

@@ -71,6 +71,7 @@ class TrainTask:
     template: str
     reader: ImageReader
     crop_scale: tuple[float, float]
+    cache: str = "none"  # where views are cropped from: the full-size images, or a crop-size copy (TRAIN_CACHES)
 
 
 @dataclass
@@ -315,7 +316,7 @@ class Trainer:
         task = self.task
         batches = TrainBatches(
             task.samples, task.reader, self.bundle.preprocess, task.crop_scale, optim.batch_size, settings.seed,
-            rank=self.env.rank, world_size=self.env.world_size,
+            rank=self.env.rank, world_size=self.env.world_size, cache=task.cache,
         )  # fmt: skip
         loader, sampler = batches.loader(settings.num_workers), batches.sampler
         train_mode(model)

@@ -89,8 +89,9 @@ class FineTune(Method):
     def run(self, ctx: RunContext, resume: Checkpoint | None, zero_shot: dict[str, float]) -> Outcome:
         data, cfg = ctx.data, ctx.cfg
         task = TrainTask(
-            data.train, data.train_subset.classnames, data.template, data.dataset.reader, data.dataset.train_crop_scale
-        )
+            data.train, data.train_subset.classnames, data.template, data.dataset.reader, data.dataset.train_crop_scale,
+            cfg.data.train_cache,
+        )  # fmt: skip
         settings = TrainSettings.of(cfg, ctx.device, ctx.precision, workers_for(cfg.data.num_workers, data.dataset))
         validate = self.validation(ctx) if settings.val_every and data.val else None
         trainer = Trainer(

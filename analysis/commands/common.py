@@ -144,10 +144,13 @@ def load_sources(
     return [load_source(p, pretrained, recipe) for p in find_runs(checkpoints)]  # a sweep folder: its runs
 
 
-def train_batches(data: RunData, spec, batch_size: int, batches: int, seed: int) -> Iterator[tuple]:
-    """The first ``batches`` training batches of the run, augmented exactly as training draws them."""
+def train_batches(
+    data: RunData, spec, batch_size: int, batches: int, seed: int, cache: str = "none"
+) -> Iterator[tuple]:
+    """The first ``batches`` training batches of the run, augmented exactly as training draws them
+    (``cache``: the run's ``data.train_cache``)."""
     reader, scale = data.dataset.reader, data.dataset.train_crop_scale
-    return TrainBatches(data.train, reader, spec, scale, batch_size, seed).first(batches)
+    return TrainBatches(data.train, reader, spec, scale, batch_size, seed, cache=cache).first(batches)
 
 
 def eval_batches(samples, data: RunData, spec, batch_size: int) -> Iterator[tuple]:

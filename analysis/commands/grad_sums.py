@@ -128,7 +128,7 @@ def run_grad_sums(opts: GradSumsOptions, common: Common) -> list[ReportFigure]:
     with at_init:
         objective = Objective.build(model, head, bundle.tokenizer, data.template, classnames, names, reg_weight, dev)
     if opts.split == "train":
-        batches = train_batches(data, bundle.preprocess, batch_size, opts.batches, cfg.seed)
+        batches = train_batches(data, bundle.preprocess, batch_size, opts.batches, cfg.seed, cfg.data.train_cache)
     else:
         pool = data.val if opts.split == "val" else data.train_subset.relabel(data.dataset.test)
         batches = eval_batches(cap_samples(pool, batch_size * opts.batches), data, bundle.preprocess, batch_size)

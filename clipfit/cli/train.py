@@ -26,7 +26,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipfit.config import GRAD_CHECKPOINTING, PRECISIONS, PRESETS, SETTINGS, RunConfig, default_setting, resolve
+from clipfit.config import (
+    GRAD_CHECKPOINTING,
+    PRECISIONS,
+    PRESETS,
+    SETTINGS,
+    TRAIN_CACHES,
+    RunConfig,
+    default_setting,
+    resolve,
+)
 from clipfit.console import (
     ArgumentParser,
     add_version_flag,
@@ -110,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the run not comparable) instead of stopping before training",
     )
     d.add_argument("--num-workers", type=int, help="DataLoader workers (default: half the cores; 0 for shapes)")
+    d.add_argument(
+        "--train-cache",
+        choices=TRAIN_CACHES,
+        help="where training crops come from. none (default): every view decodes its image and crops it at full "
+        "resolution, as the paper's code (Dassl) does. crop-size: decode each few-shot image once, short side resized "
+        "to the crop size, and crop that copy: no decoding per view (more views per second per worker), but small "
+        "crops are upsampled from fewer pixels (softer views), so results differ from the default's. Recorded in "
+        "config.json; a run cannot be resumed with the other value",
+    )
     m = p.add_argument_group("model")
     m.add_argument("--model", help="open_clip architecture (default: ViT-B-16; shapes-vit-tiny for shapes)")
     m.add_argument(
@@ -247,6 +265,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         shots=args.shots[0] if args.shots else None,
         template=args.template,
         num_workers=args.num_workers,
+        train_cache=args.train_cache,
         make_split=args.make_split,
         classnames=args.classnames,
         skip_bad_images=args.skip_bad_images,
@@ -384,6 +403,12 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
         grad_checkpointing=args.grad_checkpointing, checkpoint_every=args.checkpoint_every, val_every=args.val_every,
     )  # fmt: skip
     _set(cfg.data, num_workers=args.num_workers)
+    if args.train_cache is not None and args.train_cache != cfg.data.train_cache:
+        # it changes what is trained: the rest of the run must crop its views as its first epochs did
+        raise RunError(
+            f"cannot resume {run_dir} with --train-cache {args.train_cache}: the run trains with "
+            f"--train-cache {cfg.data.train_cache} (drop the flag, or start a new run)"
+        )
     return cfg
 
 

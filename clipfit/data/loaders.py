@@ -1,12 +1,19 @@
-"""Batches for training (decoded once, augmented per epoch) and for evaluation (streamed).
+"""Batches for training (augmented per (seed, epoch, position)) and for evaluation (streamed).
 
-Few-shot training sets are small (16 images per class), and training runs for up to 100
-epochs, so their images are decoded once into uint8 tensors and augmented from memory.
-Evaluation sets are large and read once, so they stream through DataLoader workers.
+Training views are cropped from the images at their full resolution, as Dassl crops them: every
+view reads and decodes its image again, in DataLoader workers, and nothing is held in memory
+(decoding a 500x375 JPEG costs about as much as cutting and resizing the view itself; the
+measurements that chose this design, and how many views a worker makes per second, are in
+benchmarks/README.md, "Training crops"). ``--train-cache crop-size`` (``TRAIN_CACHES``) instead
+decodes every image once with its short side resized to the crop size and crops that copy: no
+decoding per view, but small crops are then upsampled from fewer pixels than the image has, so its
+views (and results) differ from the paper's. Evaluation sets are large and read once, so they
+stream through DataLoader workers too.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -16,12 +23,19 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
+from clipfit.config import TRAIN_CACHES
 from clipfit.data.base import ImageReader, Sample
-from clipfit.data.transforms import decode_for_cache, test_transform, train_augment
+from clipfit.data.transforms import decode_for_cache, image_tensor, test_transform, train_augment
 from clipfit.errors import ConfigError
 from clipfit.models import PreprocessSpec
 
+logger = logging.getLogger(__name__)
+
 _MASK = (1 << 64) - 1
+
+# Where training views are cropped from (TRAIN_CACHES, in clipfit.config so --help needs no torch): "none"
+# decodes each view's image and crops it at full resolution (Dassl's way, the default); "crop-size" crops a
+# copy decoded once with its short side at the crop size.
 
 
 def mix_seed(*parts: int) -> int:
@@ -66,9 +80,32 @@ def _as_is(item):
 def decode_images(
     samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec, num_workers: int = 0
 ) -> list[torch.Tensor]:
-    """Decode every image once (short side resized to the crop size), in sample order."""
+    """Decode every image once (short side resized to the crop size), in sample order (the crop-size cache)."""
     loader = DataLoader(_Decode(samples, reader, spec), batch_size=None, num_workers=num_workers, collate_fn=_as_is)
     return list(tqdm(loader, desc="decode train images", total=len(samples), disable=None, leave=False))
+
+
+class ImageViews(TorchDataset):
+    """``dataset[(index, seed)]``: one augmented view of a sample, cropped from the image as the reader returns it.
+
+    The image is read and decoded for every view (in the DataLoader's workers), so the crop box is
+    drawn on the original size and cut from the original pixels, as Dassl does.
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec, scale: tuple[float, float]
+    ) -> None:
+        self.samples, self.reader, self.spec, self.scale = list(samples), reader, spec, scale
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = key
+        sample = self.samples[index]
+        image = image_tensor(self.reader(sample.path))
+        g = torch.Generator().manual_seed(seed)
+        return train_augment(image, self.spec, self.scale, g), sample.label
 
 
 class AugmentedImages(TorchDataset):
@@ -143,9 +180,11 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
 class TrainBatches:
     """The training batches of a run, the one pipeline the trainer and the analyses share.
 
-    Images are decoded once (:func:`decode_images`), each epoch's batches are drawn by
-    :class:`EpochBatches` and every view is augmented with its own seed, so batch ``b`` of epoch
-    ``e`` is the same wherever and whenever it is made.
+    Each epoch's batches are drawn by :class:`EpochBatches` and every view is augmented with its own
+    seed, so batch ``b`` of epoch ``e`` is the same wherever and whenever it is made. ``cache`` says
+    where views are cropped from (``TRAIN_CACHES``): ``"none"`` reads and decodes the image for every
+    view and crops it at full resolution (:class:`ImageViews`); ``"crop-size"`` decodes every image
+    once at the crop size (:func:`decode_images`) and crops that copy (:class:`AugmentedImages`).
     """
 
     def __init__(
@@ -158,18 +197,38 @@ class TrainBatches:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        cache: str = "none",
     ) -> None:
+        if cache not in TRAIN_CACHES:
+            raise ConfigError(f"unknown training-image cache '{cache}'; expected one of {', '.join(TRAIN_CACHES)}")
         self.samples, self.reader, self.spec, self.crop_scale = list(samples), reader, spec, crop_scale
+        self.cache = cache
         self.sampler = EpochBatches(len(self.samples), batch_size, seed, rank=rank, world_size=world_size)
+
+    def views(self, indices: Sequence[int] | None = None, num_workers: int = 0) -> TorchDataset:
+        """The views of the samples at ``indices`` (default all; a key's index is a position in ``indices``).
+
+        With the crop-size cache this decodes those images now (in ``num_workers`` workers).
+        """
+        samples = self.samples if indices is None else [self.samples[i] for i in indices]
+        if self.cache == "none":
+            return ImageViews(samples, self.reader, self.spec, self.crop_scale)
+        images = decode_images(samples, self.reader, self.spec, num_workers)
+        return AugmentedImages(images, [s.label for s in samples], self.spec, self.crop_scale)
 
     def loader(self, num_workers: int = 0) -> DataLoader:
         """A DataLoader over this process's part of each epoch's batches (``sampler.set_epoch`` picks the epoch)."""
-        images = decode_images(self.samples, self.reader, self.spec, num_workers)
-        dataset = AugmentedImages(images, [s.label for s in self.samples], self.spec, self.crop_scale)
-        return DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers)
+        logger.debug(
+            "training views: %s, %d DataLoader workers",
+            "cropped from the original images, decoded per view"
+            if self.cache == "none"
+            else f"cropped from images cached at {self.spec.size} px (short side)",
+            num_workers,
+        )
+        return DataLoader(self.views(num_workers=num_workers), batch_sampler=self.sampler, num_workers=num_workers)
 
     def first(self, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The run's first ``count`` global batches, exactly as training draws them; decodes only their images."""
+        """The run's first ``count`` global batches, exactly as training draws them; reads only their images."""
         plan: list[list[tuple[int, int]]] = []
         sampler = EpochBatches(len(self.samples), self.sampler.batch_size, self.sampler.seed)
         epoch = 0
@@ -180,8 +239,7 @@ class TrainBatches:
         plan = plan[:count]
         needed = sorted({index for batch in plan for index, _ in batch})
         position = {index: k for k, index in enumerate(needed)}
-        images = decode_images([self.samples[i] for i in needed], self.reader, self.spec)
-        dataset = AugmentedImages(images, [self.samples[i].label for i in needed], self.spec, self.crop_scale)
+        dataset = self.views(needed)
         for batch in plan:
             items = [dataset[(position[index], view_seed)] for index, view_seed in batch]
             yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])

@@ -1,10 +1,11 @@
 """Image transforms: CLIP's test transform and a seeded version of its training augmentation.
 
 Training augmentation (PAPER.md section 3) is RandomResizedCrop(size, scale) + horizontal flip,
-applied to images decoded once and cached as uint8 tensors with their short side resized to the
-crop size. Its randomness comes from a per-sample ``torch.Generator`` seeded from (run seed,
-epoch, position), never from the global RNG: a run gives the same batches with any number of
-DataLoader workers, on any number of processes, and after a resume.
+as Dassl applies it: to the decoded image at its full resolution (:func:`image_tensor`), or, with
+``--train-cache crop-size``, to a copy cached with its short side resized to the crop size
+(:func:`decode_for_cache`). Its randomness comes from a per-sample ``torch.Generator`` seeded from
+(run seed, epoch, position), never from the global RNG: a run gives the same batches with any
+number of DataLoader workers, on any number of processes, and after a resume.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ def test_transform(spec: PreprocessSpec) -> T.Compose:
     )
 
 
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """uint8 (3, H, W) tensor of an image at its own resolution (what Dassl's RandomResizedCrop crops)."""
+    return TF.pil_to_tensor(image.convert("RGB"))
+
+
 def decode_for_cache(image: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
-    """uint8 (3, H, W) tensor with the short side resized to the crop size (never upscaled twice)."""
+    """uint8 (3, H, W) tensor with the short side resized to the crop size (``--train-cache crop-size``)."""
     if min(image.size) != spec.size:
         image = TF.resize(image, spec.size, interpolation=interpolation(spec), antialias=True)
     return TF.pil_to_tensor(image.convert("RGB"))
@@ -72,7 +78,11 @@ def _crop_params(height: int, width: int, scale: tuple[float, float], g: torch.G
 def train_augment(
     image: torch.Tensor, spec: PreprocessSpec, scale: tuple[float, float], g: torch.Generator
 ) -> torch.Tensor:
-    """RandomResizedCrop + horizontal flip + normalise, for a cached uint8 (3, H, W) image."""
+    """RandomResizedCrop + horizontal flip + normalise of a uint8 (3, H, W) image, drawn from ``g``.
+
+    The crop box is drawn on the size of ``image``: the original image's size in the default
+    pipeline (Dassl's geometry), the cached copy's with ``--train-cache crop-size``.
+    """
     i, j, h, w = _crop_params(image.shape[1], image.shape[2], scale, g)
     out = TF.resized_crop(image, i, j, h, w, [spec.size, spec.size], interpolation=interpolation(spec), antialias=True)
     if torch.rand(1, generator=g).item() < 0.5:

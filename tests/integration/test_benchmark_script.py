@@ -1,4 +1,4 @@
-"""benchmarks/step.py runs end to end in smoke mode (tiny model); no timing is asserted.
+"""benchmarks/step.py and crops.py run end to end in smoke mode (tiny model, a few images); no timing is asserted.
 
 What is asserted does not depend on the machine: FLOP counts, the memory accounting, the table.
 """
@@ -69,3 +69,30 @@ def test_smoke_run_reports_every_variant(tmp_path, capsys):
     assert peak["clipfit --grad-checkpointing all"] < peak["clipfit"]
     assert set(record["ratios"]) == {"reference / clipfit", "clipfit / forward only", "eval clipfit / plain"}
     assert set(record["evaluation_images_per_s"]) == {"clipfit", "plain open_clip loop"}
+
+
+CROPS = SCRIPT.parent / "crops.py"
+
+
+def test_crops_smoke_run_reports_both_pipelines(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_crops", CROPS)
+    crops = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = crops  # dataclasses look their module up there
+    spec.loader.exec_module(crops)
+    out = tmp_path / "crops.json"
+    assert crops.main(["--smoke", "--fixture", str(tmp_path / "fixture"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "upsampled >= 2x" in printed and "16-shot ImageNet" in printed
+    record = json.loads(out.read_text())
+    assert {(r["cache"], r["workers"]) for r in record["loaders"]} == {
+        (c, w) for c in ("none", "crop-size") for w in (0, 1)
+    }
+    assert all(r["images_per_s"] > 0 and r["epoch_s"] > 0 for r in record["loaders"])
+    # What does not depend on the machine: the cache holds 224 x 298 x 3 bytes per 500x375 image, the
+    # default nothing; the default's views of 500x375 images are never upsampled 2x, and carry more detail.
+    held = {r["cache"]: r["held_bytes"] for r in record["loaders"]}
+    assert held == {"none": 0, "crop-size": 16 * 3 * 224 * 298}
+    views = record["views"]
+    assert views["none"]["upsampled_2x_share"] == 0.0
+    assert views["none"]["mean_detail_px"] > views["crop-size"]["mean_detail_px"]
+    assert views["none"]["views"] == views["crop-size"]["views"] == 32

@@ -53,12 +53,13 @@ AUDIT = textwrap.dedent(
 
 
 def _photos(root: Path, classes: int = 6, per_class: int = 10) -> Path:
-    """A folder: dataset of 32 px noisy colour images, one sub-folder per class."""
+    """A folder: dataset of 48x36 noisy colour images, one sub-folder per class (larger than clipfit-tiny's 32 px
+    crops: every process cuts its views from the original pixels)."""
     rng = np.random.default_rng(0)
     for c in range(classes):
         colour = rng.integers(0, 256, 3)
         for i in range(per_class):
-            pixels = np.clip(colour + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+            pixels = np.clip(colour + rng.normal(0, 40, (36, 48, 3)), 0, 255).astype(np.uint8)
             path = root / f"class_{c}" / f"{i:02d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(path)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from clipfit.checkpoint import CheckpointError, apply_checkpoint
 from clipfit.cli import train
+from clipfit.data.loaders import TRAIN_CACHES
 from clipfit.data.prepare import prepare_data
 from clipfit.engine import Trainer
 from clipfit.evaluate import EvalSettings
@@ -167,6 +170,63 @@ def test_a_killed_and_resumed_run_ends_bit_identical(
     bundle = build_trained_model(ckpt)
     settings = EvalSettings.of(cfg, torch.device("cpu"), "fp32")
     assert method_of(get_recipe(cfg.recipe)).evaluate(bundle, prepare_data(cfg), settings) == rb["metrics"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A folder: dataset of 8 classes x 10 JPEGs of 60x45 px: larger than clipfit-tiny's 32 px crops, so the
+    default pipeline crops the original pixels and the crop-size cache a 43x32 copy."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for c in range(8):
+        colour = rng.integers(0, 256, 3)
+        for i in range(10):
+            pixels = np.clip(colour + rng.normal(0, 40, (45, 60, 3)), 0, 255).astype(np.uint8)
+            path = root / f"class_{c}" / f"{i:02d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path, quality=90)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", TRAIN_CACHES)
+def test_a_killed_and_resumed_run_on_image_files_ends_bit_identical(
+    tiny_argv, train_tiny, tmp_path, monkeypatch, capsys, photos, cache
+):
+    # 2 shots of 4 base classes in batches of 4: 2 steps per epoch, views read from the JPEGs; the run
+    # through has no DataLoader workers, the killed one 2 and the resumed one 1 (the views do not care)
+    flags = {**FLAGS, "dataset": f"folder:{photos}", "batch_size": 4, "train_cache": cache}
+    through, _ = train_tiny(tmp_path / "through", num_workers=0, **flags)
+    assert json.loads((through / "config.json").read_text())["config"]["data"]["train_cache"] == cache
+    original = Trainer._checkpoint
+
+    def checkpoint_then_die(self, epoch, *args, **kwargs):
+        original(self, epoch, *args, **kwargs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
+    killed = tmp_path / "killed"
+    assert train.main(tiny_argv(killed, num_workers=2, **flags)) == 130
+    monkeypatch.setattr(Trainer, "_checkpoint", original)
+    # the other pipeline changes what is trained: neither a resume nor a rerun may switch to it
+    other = next(c for c in TRAIN_CACHES if c != cache)
+    capsys.readouterr()
+    assert train.main(["--resume", str(killed), "--train-cache", other, "-q"]) == 2
+    assert f"the run trains with --train-cache {cache}" in capsys.readouterr().err
+    assert train.main(tiny_argv(killed, **{**flags, "train_cache": other})) == 2
+    assert f"data.train_cache: '{cache}' -> '{other}'" in capsys.readouterr().err
+    assert train.main(["--resume", str(killed), "--num-workers", "1", "-q"]) == 0
+
+    a, b = load_checkpoint(through), load_checkpoint(killed)
+    assert a.final.keys() == b.final.keys()
+    assert all(torch.equal(a.final[n], b.final[n]) for n in a.final)
+    for log in ("metrics.jsonl", "layers.jsonl"):
+        assert (through / log).read_text() == (killed / log).read_text()
+    assert (
+        json.loads((through / "results.json").read_text())["metrics"]
+        == json.loads((killed / "results.json").read_text())["metrics"]
+    )
 
 
 def test_run_directory_files(finished_run):

@@ -88,3 +88,17 @@ def test_heads_recorded_by_earlier_versions_are_rebuilt():
     adapter = recorded_head({"recipe": "clip-adapter", "head": {"kind": "adapter", "ratio": 0.3, "reduction": 2}})
     assert adapter == AdapterHead(adapter_ratio=0.3, adapter_reduction=2)
     assert recorded_head({"recipe": "clipfit", "head": {"kind": "clip"}}).describe() == {"kind": "clip"}
+
+
+def test_the_training_image_cache_is_a_setting_of_the_run():
+    assert RunConfig().data.train_cache == "none"  # views cropped from the full-size images, as Dassl does
+    cfg = RunConfig()
+    cfg.data.train_cache = "crop-size"
+    assert resolve(cfg).data.train_cache == "crop-size"
+    cfg.data.train_cache = "224"
+    with pytest.raises(ConfigError, match="unknown training-image cache '224'; expected one of none, crop-size"):
+        resolve(cfg)
+    # config.json of the versions before the option cropped every run's views from the crop-size cache
+    old = {"recipe": "clipfit", "data": {"dataset": "shapes", "num_workers": None}}
+    assert RunConfig.from_dict(old).data.train_cache == "crop-size"
+    assert RunConfig.from_dict(RunConfig().to_dict()).data.train_cache == "none"
