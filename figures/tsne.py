@@ -26,8 +26,8 @@ def draw_tsne(points: pd.DataFrame, metrics: pd.DataFrame) -> Figure:
     rows = math.ceil(len(models) / cols)
     with styled():
         fig = new_figure(4.2 * cols + 1.8, 4.4 * rows)
-        axes = fig.subplots(rows, cols, squeeze=False).flat
-        for ax in list(axes)[len(models) :]:
+        axes = list(fig.subplots(rows, cols, squeeze=False).flat)  # a list: the loops below both read it
+        for ax in axes[len(models) :]:
             ax.set_visible(False)
         for ax, model in zip(axes, models, strict=False):
             part = points[points["model"] == model]
