@@ -12,7 +12,7 @@ from matplotlib.patches import Patch
 
 from figures.positions import draw_position_bars
 from figures.steps import draw_step_curves
-from figures.style import PALETTE, new_figure, require, styled
+from figures.style import PAGE_WIDTH, PALETTE, log_axis, new_figure, require, styled
 
 IN_RECIPE, OTHER = PALETTE[0], PALETTE[7]
 
@@ -31,7 +31,7 @@ def draw_grad_sums(table: pd.DataFrame, top: int = 25) -> Figure:
     totals = group_totals(table)
     ranked = table.sort_values("rank").head(top)
     with styled():
-        fig = new_figure(11, max(3.2, 0.22 * len(ranked) + 1.2))
+        fig = new_figure(PAGE_WIDTH, max(3.2, 0.22 * len(ranked) + 1.2))
         left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
         left.barh(
             range(len(totals)),
@@ -40,16 +40,16 @@ def draw_grad_sums(table: pd.DataFrame, top: int = 25) -> Figure:
         )
         left.set_yticks(range(len(totals)), totals["group"])
         left.invert_yaxis()
-        left.set_xscale("log")
+        log_axis(left, "x")
         left.set_xlabel("Σ squared gradient (all tensors of the group)")
         left.set_title("layer groups")
         labels = [f"{g}: {p}" for g, p in zip(ranked["group"], ranked["position"], strict=True)]
         right.barh(
             range(len(ranked)), ranked["grad_sq_sum"], color=[IN_RECIPE if r else OTHER for r in ranked["in_recipe"]]
         )
-        right.set_yticks(range(len(ranked)), labels, fontsize=7)
+        right.set_yticks(range(len(ranked)), labels)
         right.invert_yaxis()
-        right.set_xscale("log")
+        log_axis(right, "x")
         right.set_xlabel("Σ squared gradient")
         right.set_title(f"top {len(ranked)} of {len(table)} tensors")
         right.legend(

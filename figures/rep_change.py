@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import colours, new_figure, require, styled
+from figures.style import colours, log_axis, new_figure, require, styled
 
 FLOOR = 1e-12  # 1 - CKA below this (float rounding of "unchanged") is drawn at the floor of the log axis
 
@@ -30,7 +30,7 @@ def draw_rep_change(table: pd.DataFrame) -> Figure:
             ax.set_xticks(range(len(part)), part["position"], rotation=90 if len(part) > 14 else 0)
             ax.set_title(f"{tower} tower ({int(part['inputs'].iloc[0])} inputs)")
             ax.set_xlabel("block")
-            ax.set_yscale("log")
+            log_axis(ax)
         axes[0].set_ylabel("1 − linear CKA (0 = unchanged)")
         fig.suptitle("Representation change per block: pretrained vs fine-tuned")
     return fig
@@ -76,9 +76,9 @@ def draw_rep_configs(table: pd.DataFrame) -> Figure:
                 ax.set_xticks(range(len(part)), part["position"], rotation=90 if len(part) > 14 else 0)
             ax.set_title(f"{tower} tower")
             ax.set_xlabel("block")
-            ax.set_yscale("log")
+            log_axis(ax)
         axes[0].set_ylabel("1 − linear CKA (0 = unchanged)")
-        axes[-1].legend(fontsize=7)
+        axes[-1].legend()
         fig.suptitle("Representation change per block, configurations side by side (mean over seeds)")
     return fig
 

@@ -40,7 +40,7 @@ def draw_tsne(points: pd.DataFrame, metrics: pd.DataFrame) -> Figure:
             ax.set_yticks([])
             ax.grid(False)
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right center", markerscale=2, fontsize=7)
+        fig.legend(handles, labels, loc="outside right center", markerscale=2)
         fig.suptitle(f"t-SNE of image features ({int(metrics['images'].iloc[0])} test images)")
     return fig
 

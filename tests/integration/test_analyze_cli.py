@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from analysis import schemas
 from analysis.cli import main
 from clipfit.rundir import load_checkpoint
+from tests.report_checks import assert_one_type_scale
 
 pytestmark = pytest.mark.slow  # every test reads runs trained for it
 
@@ -403,9 +404,10 @@ def test_report(tiny_run, tmp_path, capsys):
     assert files and all((out / link).is_file() for link in files)  # the SVG/CSV links resolve offline
     markdown = (out / "report.md").read_text()
     for figure in manifest["figures"]:
-        assert f"]({figure['png']})" in markdown and (out / figure["png"]).is_file()
+        assert f'src="{figure["png"]}"' in markdown and (out / figure["png"]).is_file()
         assert len(figure["caption"]) > 40
     assert "| Base | New | HM |" in markdown and "model:clipfit-tiny" in markdown
+    assert_one_type_scale(out)  # every figure's text shown at 8-10 pt
 
 
 def test_bad_input_is_a_clear_error(tiny_run, tmp_path, capsys):
@@ -477,6 +479,7 @@ def test_a_comparison_report_over_a_sweep(tiny_run, seed2_run, lambda_pair, tmp_
     assert '<div class="scroll"><table>' in page and ".scroll { overflow-x: auto;" in page  # wide tables scroll
     markdown = (out / "report.md").read_text()
     assert "## Summary" in markdown and "## Contents" in markdown and "clipfit λ=8 | " in markdown
+    assert_one_type_scale(out)  # the comparative figures too
     # Fig. 4 left over seeds: the mean of the two seeds' sums over training
     fig4 = pd.read_csv(out / "grad-sums" / "grad_sums_training_configs.csv").set_index(["configuration", "name"])
     per_run = pd.read_csv(out / "grad-sums" / "grad_sums_training.csv")
