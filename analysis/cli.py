@@ -11,6 +11,7 @@ Examples::
     clipfit-analyze grad-cos runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-analyze channels runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-analyze per-class runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze training-curves runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-analyze param-change --weights ViT-B-16:openai ViT-B-16:wise-ft.safetensors
     clipfit-analyze results runs/ --published
     clipfit-analyze report runs/demo/shapes/base2new/clipfit/shots16/seed1 --out reports/demo
@@ -207,6 +208,14 @@ def _grad_cos(p: argparse.ArgumentParser) -> None:
     _common(p, "grad-cos")
 
 
+def _training_curves(p: argparse.ArgumentParser) -> None:
+    """The fields of TrainingCurvesOptions."""
+    p.add_argument(
+        "checkpoints", nargs="+", metavar="RUN_DIR", help="run directories (their metrics.jsonl), or sweep folders"
+    )
+    _common(p, "training-curves")
+
+
 def _results(p: argparse.ArgumentParser) -> None:
     """The fields of ResultsOptions."""
     p.add_argument("root", metavar="RUN_ROOT", help="folder searched recursively for results.json")
@@ -267,6 +276,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "grad-cos": Command(
         "grad_cos", "gradient consistency: cosine between successive gradients during training", _grad_cos
+    ),
+    "training-curves": Command(
+        "training_curves", "loss, its terms and the training and validation accuracy per step", _training_curves
     ),
     "results": Command("results", "result tables over seeds (Markdown, CSV, LaTeX) and figures", _results),
     "report": Command("report", "self-contained HTML + Markdown report of one or more runs", _report),

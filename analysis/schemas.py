@@ -93,6 +93,11 @@ REP_CHANGE = ("tower", "block", "position", "order", "inputs", "cka")
 REP_RUNS = ("checkpoint", "configuration", *REP_CHANGE)
 REP_CONFIGS = ("configuration", "runs", "tower", "block", "position", "order", "inputs", "cka_mean", "cka_std")
 
+# training curves from metrics.jsonl: one row per run, logged step and metric (loss, ce, reg, acc, val_acc, lr).
+TRAINING_CURVES = ("checkpoint", "configuration", "step", "epoch", "metric", "value")
+# the training curves over the runs (seeds) of each configuration: mean and sample std per metric and step.
+TRAINING_CURVE_CONFIGS = ("configuration", "runs", "metric", "step", "epoch", "value_mean", "value_std")
+
 # results: one row per results.json found under the run root.
 RESULTS_RUNS = (
     "path",
@@ -196,6 +201,8 @@ ALL = {
     "per_class_configs": PER_CLASS_CONFIGS,
     "per_class_confusion": CONFUSION_CHANGE,
     "per_class_correlation": CLASS_CORRELATION,
+    "training_curves": TRAINING_CURVES,
+    "training_curves_configs": TRAINING_CURVE_CONFIGS,
     "results_runs": RESULTS_RUNS,
     "results_base2new": BASE2NEW,
     "results_fewshot": FEWSHOT,

@@ -1,13 +1,13 @@
 """``clipfit-analyze report``: one self-contained figure report of one or more runs, or of a sweep.
 
-The report reuses the other sub-commands unchanged: the results tables of the runs that finished,
-param-change of all runs (paper Fig. 3; seeds of one configuration averaged, configurations side by
-side per layer group, absolute and per value; Fig. 4 right where two configurations differ only in
-λ), the per-step curves, the gradient consistency (grad-cos), the channels, and the data passes:
-grad-sums (the screening at the pretrained values, first run), per-class, tsne (Fig. 5) and rep-change
-(linear CKA) over the runs. A folder that is not a run stands for every run under it (a sweep). Each
-analysis writes into its own sub-folder; ``figures.report`` assembles ``index.html``, ``report.md`` and
-``report.json``, opening with a summary of the main findings and a table of contents.
+The report reuses the other sub-commands unchanged: the results tables of the runs that finished, the training
+curves (loss and accuracy per step, from metrics.jsonl), param-change of all runs (paper Fig. 3; seeds of one
+configuration averaged, configurations side by side per layer group, absolute and per value; Fig. 4 right
+where two configurations differ only in λ), the per-step curves, the gradient consistency (grad-cos), the
+channels, and the data passes: grad-sums (the screening at the pretrained values, first run), per-class, tsne
+(Fig. 5) and rep-change (linear CKA) over the runs. A folder that is not a run stands for every run under it
+(a sweep). Each analysis writes into its own sub-folder; ``figures.report`` assembles ``index.html``,
+``report.md`` and ``report.json``, opening with a summary of the main findings and a table of contents.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from analysis.commands.param_change import ParamChangeOptions, run_param_change
 from analysis.commands.per_class import PerClassOptions, run_per_class
 from analysis.commands.rep_change import RepChangeOptions, run_rep_change
 from analysis.commands.results import results_from_runs
+from analysis.commands.training_curves import TrainingCurvesOptions, run_training_curves
 from analysis.commands.tsne import TsneOptions, run_tsne
 from analysis.errors import AnalysisError
 from analysis.results import base2new_table, fewshot_table, read_runs
@@ -123,7 +124,8 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
     labels, config_of = default_labels(sources), configurations(sources)
     compare = len(set(config_of)) > 1
     out = Path(common.out).expanduser()
-    names = ("results", "param-change", "grad-sums", "grad-cos", "channels", "per-class", "tsne", "rep-change")
+    names = ("results", "training-curves", "param-change", "grad-sums", "grad-cos", "channels", "per-class", "tsne")
+    names += ("rep-change",)
     sub = {name: Common(out / name, common.argv, common.device) for name in names}
     figures, tables, notes, summary = [], [], [], []
 
@@ -147,6 +149,7 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         notes.append("No results.json in the given run directories (unfinished runs?): no results table.")
 
     paths = [str(s.path) for s in sources]
+    figures += run_training_curves(TrainingCurvesOptions(paths), sub["training-curves"], sources, notes)
     figures += run_param_change(ParamChangeOptions(paths, pretrained=opts.pretrained), sub["param-change"], sources)
     figures += run_grad_steps(sources, labels, sub["grad-sums"])
     if not any(s.layers_file for s in sources):
@@ -193,7 +196,8 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         else f"clipfit report: {first_meta.get('recipe', 'clipfit')} on {dataset}"
     )
     intro = [
-        "What the fine-tuning did, regenerated from the run directories: which tensors moved and how far "
+        "What the fine-tuning did, regenerated from the run directories: how the loss and accuracy went during "
+        "training, which tensors moved and how far "
         "(paper Fig. 3; Fig. 4 right with and without the regulariser), where the training loss pushes (Fig. 4), "
         "how consistent its gradients were, which channels and classes changed, how the image features re-cluster "
         "(Fig. 5), and how much each block's representation changed (linear CKA).",

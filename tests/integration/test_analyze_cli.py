@@ -379,6 +379,7 @@ def test_report(tiny_run, tmp_path, capsys):
     assert keys == [
         "results_base2new",
         "results_base2new_scatter",
+        "training_curves",
         "param_change",
         "param_change_steps",
         "grad_sums_training",
@@ -463,7 +464,8 @@ def test_a_comparison_report_over_a_sweep(tiny_run, seed2_run, lambda_pair, tmp_
     manifest = json.loads((out / "report.json").read_text())
     assert manifest["title"] == "clipfit report: 2 configurations (3 runs) on shapes"
     keys = [f["key"] for f in manifest["figures"]]
-    for key in ("param_change", "param_change_groups", "grad_cos", "channels", "per_class", "tsne", "rep_change"):
+    keys_expected = ("training_curves", "param_change", "param_change_groups", "grad_cos", "channels", "per_class")
+    for key in (*keys_expected, "tsne", "rep_change"):
         assert key in keys
     # the summary opens the report with a number in every line; results are per configuration, seeds averaged
     summary = manifest["summary"]

@@ -8,10 +8,13 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from analysis import schemas
 from analysis.commands.bundle import write_figure
 from analysis.outputs import OutputDir
+from analysis.training_curves import training_curve_configs, training_curves
 from figures.report import ReportTable, write_report
 from figures.style import PAGE_WIDTH, SMALL, TEXT, TITLE, new_figure, power_of_ten, styled
+from figures.training_curves import caption_training_curves, draw_training_curves
 from figures.tsne import draw_tsne
 from tests.report_checks import assert_one_type_scale, displayed_font_sizes
 
@@ -74,3 +77,46 @@ def test_new_figure_never_exceeds_the_page_and_log_ticks_are_plain_text():
     assert PAGE_WIDTH * 96 <= 1150  # the page's column (figures.report.CONTENT_PX)
     labels = [power_of_ten(v) for v in (1e-12, 2e-4, 0.001, 0.01, 0.5, 1, 100, 1000, 3e5)]
     assert labels == ["10⁻¹²", "2×10⁻⁴", "10⁻³", "0.01", "0.5", "1", "100", "10³", "3×10⁵"]
+
+
+# Two seeds of one configuration as clipfit's trainer logs them (steps 10 and 20), a validation row each, and rows
+# that carry nothing usable: a null loss and a text accuracy, a row without a step.
+SEED1 = [
+    {"step": 10, "epoch": 0, "lr": 0.001, "loss": 2.0, "ce": 1.9, "reg": 0.0125, "acc": 50.0},
+    {"step": 20, "epoch": 1, "lr": 0.002, "loss": 1.0, "ce": 0.96, "reg": 0.005, "acc": 70.0},
+    {"step": 20, "epoch": 1, "val_acc": 60.0},
+    {"step": 25, "epoch": 1, "loss": None, "acc": "n/a"},
+    {"epoch": 2, "loss": 0.5},
+]
+SEED2 = [
+    {"step": 10, "epoch": 0, "lr": 0.001, "loss": 4.0, "ce": 3.9, "reg": 0.0125, "acc": 30.0},
+    {"step": 20, "epoch": 1, "lr": 0.002, "loss": 3.0, "ce": 2.96, "reg": 0.005, "acc": 50.0},
+    {"step": 20, "epoch": 1, "val_acc": 40.0},
+]
+
+
+def test_training_curves_read_rows_tolerantly_and_average_seeds_golden_values():
+    one = training_curves(SEED1, "seed 1", "clipfit")
+    assert list(one.columns) == list(schemas.TRAINING_CURVES)
+    # 5 values at step 10 and 5 + val_acc at step 20; the null, the text and the step-less row add nothing
+    assert list(zip(one["step"], one["metric"], strict=True)) == [
+        (10, "loss"), (10, "ce"), (10, "reg"), (10, "acc"), (10, "lr"),
+        (20, "loss"), (20, "ce"), (20, "reg"), (20, "acc"), (20, "val_acc"), (20, "lr"),
+    ]  # fmt: skip
+    both = pd.concat([one, training_curves(SEED2, "seed 2", "clipfit")], ignore_index=True)
+    assert list(training_curve_configs(both).columns) == list(schemas.TRAINING_CURVE_CONFIGS)
+    configs = training_curve_configs(both).set_index(["metric", "step"])
+    # by hand: loss (2 + 4) / 2 = 3 at step 10, (1 + 3) / 2 = 2 at step 20; sample std sqrt(1 + 1) = 1.41421
+    assert configs.loc[("loss", 10), ["runs", "value_mean", "value_std"]].tolist() == pytest.approx([2, 3.0, 2**0.5])
+    assert configs.loc[("loss", 20), "value_mean"] == pytest.approx(2.0)
+    # acc (50 + 30) / 2 = 40, then 60; val_acc (60 + 40) / 2 = 50 with std sqrt(100 + 100) = 14.1421
+    assert configs.loc[("acc", 20), "value_mean"] == pytest.approx(60.0)
+    assert configs.loc[("val_acc", 20), ["value_mean", "value_std"]].tolist() == pytest.approx([50.0, 200**0.5])
+    caption = caption_training_curves(training_curve_configs(both))
+    assert "clipfit (2 seeds): loss 3.000 → 2.000, ce 2.900 → 1.960, reg 0.013 → 0.005" in caption
+    assert "training accuracy 40.0% → 60.0% by step 20" in caption
+    assert "validation accuracy 50.0% at the last record (best 50.0% at step 20)" in caption
+    without = caption_training_curves(training_curve_configs(training_curves(SEED1[:2], "a", "clipfit")))
+    assert "no validation accuracy logged" in without
+    fig = draw_training_curves(training_curve_configs(both))
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "regulariser", "accuracy"]
