@@ -148,7 +148,9 @@ def _tsne(p: argparse.ArgumentParser) -> None:
     """The fields of TsneOptions."""
     _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space (default: the one trained on)")
-    p.add_argument("--max-classes", type=POSITIVE, default=10, help="classes shown (default 10)")
+    p.add_argument(
+        "--max-classes", type=POSITIVE, default=10, help="classes shown, spread over the label space (default 10)"
+    )
     p.add_argument("--max-images", type=POSITIVE, default=400, help="test images at most (default 400)")
     p.add_argument(
         "--perplexity", type=_number(float, 0, strict=True), default=30.0, help="t-SNE perplexity (default 30)"

@@ -10,6 +10,9 @@ numbers computed in the original feature space:
                  (a_i: mean distance to the own class, b_i: to the nearest other class)
     knn_acc    = 100 * mean_i [majority label of the k nearest other images (cosine) == label_i]
                  (leave-one-out; a tie goes to the class with the larger summed similarity)
+
+With more classes than a picture can tell apart, k of the n classes are shown, spread over the label space
+(:func:`spread`): positions floor(i * n / k), i = 0 .. k-1, of the label space's sorted labels.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.schemas import TSNE, TSNE_METRICS, conform
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` of ``n`` positions spread evenly over them, first included: floor(i * n / k) for i = 0 .. k-1 (all
+    ``n`` when k >= n). Deterministic; e.g. 10 of 32 -> 0, 3, 6, 9, 12, 16, 19, 22, 25, 28."""
+    if k >= n:
+        return list(range(n))
+    return [i * n // k for i in range(k)]
 
 
 def _normalise(features: np.ndarray) -> np.ndarray:

@@ -6,16 +6,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from analysis import schemas
 from analysis.commands.bundle import write_figure
 from analysis.outputs import OutputDir
 from analysis.training_curves import training_curve_configs, training_curves
+from analysis.tsne import spread
+from clipfit.data import shapes
 from figures.report import ReportTable, write_report
-from figures.style import PAGE_WIDTH, SMALL, TEXT, TITLE, new_figure, power_of_ten, styled
+from figures.style import PAGE_WIDTH, PALETTE, SMALL, TEXT, TITLE, new_figure, power_of_ten, styled
 from figures.training_curves import caption_training_curves, draw_training_curves
-from figures.tsne import draw_tsne
+from figures.tsne import OTHER_MARKERS, ClassStyle, class_styles, colour_rule, draw_tsne
 from tests.report_checks import assert_one_type_scale, displayed_font_sizes
 
 
@@ -120,3 +123,35 @@ def test_training_curves_read_rows_tolerantly_and_average_seeds_golden_values():
     assert "no validation accuracy logged" in without
     fig = draw_training_curves(training_curve_configs(both))
     assert [ax.get_title() for ax in fig.axes] == ["training loss", "regulariser", "accuracy"]
+
+
+def test_tsne_colours_follow_the_colour_words_of_the_class_names():
+    styles = class_styles(["red circle", "blue star", "green ring", "yellow heart", "pink blob"])
+    assert styles["red circle"] == ClassStyle("#d62728", "o", False)  # matplotlib's tab:red: a red dot
+    assert styles["blue star"] == ClassStyle("#1f77b4", "*", False)
+    assert styles["green ring"] == ClassStyle("#2ca02c", "o", True)  # a ring is a hollow circle
+    assert styles["yellow heart"].marker == "$♥$" and styles["pink blob"].marker == OTHER_MARKERS[0]
+    # drawn: the red circle's points are red, the blue star's blue
+    points, metrics = _tsne_tables(["red circle", "blue star"])
+    fig = draw_tsne(points, metrics)
+    faces = [to_hex(c.get_facecolors()[0]) for c in fig.axes[0].collections]
+    assert faces == ["#d62728", "#1f77b4"]
+
+
+def test_tsne_names_without_one_colour_word_each_take_the_palette():
+    plain = class_styles(["banded", "dotted", "red striped"])  # one name without a colour word
+    assert [s.colour for s in plain.values()] == list(PALETTE[:3]) and {s.marker for s in plain.values()} == {"o"}
+    assert class_styles(["red blue square", "green square"])["green square"].colour == PALETTE[1]  # two in one name
+    assert colour_rule(["red circle", "blue star"]).startswith("each class in the colour its name says")
+    assert colour_rule(["banded", "dotted"]) == "coloured by class"
+
+
+def test_shown_classes_are_spread_over_the_label_space():
+    assert spread(32, 10) == [0, 3, 6, 9, 12, 16, 19, 22, 25, 28]  # floor(i * 32 / 10)
+    assert spread(4, 10) == [0, 1, 2, 3] and spread(5, 1) == [0]
+    # the shapes world's base labels are shape-major (8 colours of circle, then of triangle, ...): the first 10 are
+    # two shapes, the spread 10 all four base shapes and five colours
+    base = shapes.CLASSNAMES[:32]
+    shown = [base[i] for i in spread(32, 10)]
+    assert {n.split()[1] for n in base[:10]} == {"circle", "triangle"}
+    assert len({n.split()[1] for n in shown}) == 4 and len({n.split()[0] for n in shown}) == 5
