@@ -11,6 +11,7 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
+from figures.paper import PAPER_FINDING, against_paper
 from figures.positions import draw_position_bars
 from figures.style import PAGE_WIDTH, colours, log_axis, new_figure, require, styled
 
@@ -52,8 +53,9 @@ def draw_param_configs(table: pd.DataFrame, measure: str = "sq_change", axis: st
 
 
 def caption_param_configs(table: pd.DataFrame, measure: str = "sq_change") -> str:
-    """One sentence: per configuration (with its seed count), the tensor that moved most and the total."""
-    parts = []
+    """Per configuration (with its seed count): the tensor that moved most and the total; then each configuration
+    against the paper's finding (:mod:`figures.paper`)."""
+    parts, against = [], []
     for config, label in _configs(table).items():
         own = table[table["configuration"] == config]
         top = own.loc[own[f"{measure}_mean"].idxmax()]
@@ -62,8 +64,12 @@ def caption_param_configs(table: pd.DataFrame, measure: str = "sq_change") -> st
             f"{label}: most at {top['group']} {top['position']} ({_pm(top[f'{measure}_mean'], top[f'{measure}_std'])}),"
             f" summed {_fmt(total)}"
         )
-    return f"Per-layer {measure.replace('_', ' ')}, mean ± sample std over the seeds of each configuration; " + (
-        "; ".join(parts) + "."
+        clauses = against_paper(own, f"{measure}_mean")
+        against += [f"{config}: {clauses}"] if clauses else []
+    sentence = f"Per-layer {measure.replace('_', ' ')}, mean ± sample std over the seeds of each configuration; "
+    sentence += "; ".join(parts) + "."
+    return sentence + (
+        f" Against the paper's finding that {PAPER_FINDING}: " + "; ".join(against) + "." if against else ""
     )
 
 

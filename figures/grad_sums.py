@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from figures.paper import PAPER_FINDING, against_paper, against_paper_sentence
 from figures.positions import draw_position_bars
 from figures.steps import draw_step_curves
 from figures.style import PAGE_WIDTH, PALETTE, log_axis, new_figure, require, styled
@@ -103,9 +104,13 @@ def caption_grad_training(table: pd.DataFrame) -> str:
         share = top["grad_sq_sum"] / values.sum() if values.sum() > 0 else float("nan")
         parts.append(f"{group} most at {top['position']} ({top['grad_sq_sum']:.3g}, {share:.0%} of the group)")
     run = f" ({checkpoints[0]})" if len(checkpoints) > 1 else ""
+    against = against_paper_sentence(first, "grad_sq_sum", "gradient")
     return (
         f"Squared gradients of each trained tensor summed over all {int(first['steps'].iloc[0])} training steps"
-        f"{run}, as the released instrumentation summed them: " + "; ".join(parts) + "."
+        f"{run}, as the released instrumentation summed them: "
+        + "; ".join(parts)
+        + "."
+        + (f" {against}" if against else "")
     )
 
 
@@ -147,8 +152,9 @@ def draw_grad_training_configs(table: pd.DataFrame) -> Figure:
 
 
 def caption_grad_training_configs(table: pd.DataFrame) -> str:
-    """Per configuration: the tensor whose squared gradients added up most (mean ± std over seeds)."""
-    parts = []
+    """Per configuration: the tensor whose squared gradients added up most (mean ± std over seeds), and where they
+    collect against the paper's finding (:mod:`figures.paper`)."""
+    parts, against = [], []
     for config, own in table.groupby("configuration", sort=False):
         top = own.loc[own["grad_sq_sum_mean"].idxmax()]
         runs = int(own["runs"].iloc[0])
@@ -157,7 +163,12 @@ def caption_grad_training_configs(table: pd.DataFrame) -> str:
             f"{config} ({runs} {'seeds' if runs > 1 else 'run'}, {int(top['steps'])} steps): most at {top['group']} "
             f"{top['position']} ({top['grad_sq_sum_mean']:.3g}{spread})"
         )
-    return (
+        clauses = against_paper(own, "grad_sq_sum_mean", "gradient")
+        against += [f"{config}: {clauses}"] if clauses else []
+    sentence = (
         "Squared gradients of each trained tensor summed over all training steps, mean over the seeds of each "
         "configuration: " + "; ".join(parts) + "."
+    )
+    return sentence + (
+        f" Against the paper's finding that {PAPER_FINDING}: " + "; ".join(against) + "." if against else ""
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from figures.paper import against_fig5
 from figures.style import PAGE_WIDTH, colours, new_figure, require, styled
 
 # colour words and how they are drawn (matplotlib's tab colours where they exist, legible on white)
@@ -162,10 +163,15 @@ def caption_tsne(
     shown = int(first["classes"])
     which = f" (of the {of_classes}, spread evenly over the label space)" if of_classes and of_classes > shown else ""
     colour = colour_rule(classnames) if len(classnames) else "coloured by class"
-    return (
+    sentence = (
         f"t-SNE of the image features of the same {int(first['images'])} test images of {shown} classes{which} "
         f"under each model, {colour}; in the original feature space: {'; '.join(parts)}."
     )
+    means = groups.groupby("group", sort=False)[["knn_acc", "silhouette", "k"]].mean()
+    if "zero-shot" in means.index and len(means) > 1:
+        tuned = {"fine-tuning" if g == "fine-tuned" else g: means.loc[g] for g in means.index if g != "zero-shot"}
+        sentence += " " + against_fig5(means.loc["zero-shot"], tuned)
+    return sentence
 
 
 def finding_tsne(metrics: pd.DataFrame, configurations: Mapping[str, str] | None = None) -> str:

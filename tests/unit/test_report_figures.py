@@ -12,9 +12,12 @@ from matplotlib.figure import Figure
 from analysis import schemas
 from analysis.commands.bundle import write_figure
 from analysis.outputs import OutputDir
+from analysis.tables import layer_frame
 from analysis.training_curves import training_curve_configs, training_curves
 from analysis.tsne import spread
 from clipfit.data import shapes
+from figures.paper import PAPER_FINDING, against_fig5, against_paper
+from figures.param_change import caption_param_change
 from figures.report import ReportTable, write_report
 from figures.style import PAGE_WIDTH, PALETTE, SMALL, TEXT, TITLE, new_figure, power_of_ten, styled
 from figures.training_curves import caption_training_curves, draw_training_curves
@@ -155,3 +158,59 @@ def test_shown_classes_are_spread_over_the_label_space():
     shown = [base[i] for i in spread(32, 10)]
     assert {n.split()[1] for n in base[:10]} == {"circle", "triangle"}
     assert len({n.split()[1] for n in shown}) == 4 and len({n.split()[0] for n in shown}) == 5
+
+
+def _trained(values: dict[str, float]) -> pd.DataFrame:
+    """A PARAM_CHANGE-like table of clipfit's tensors of a 4-block model with the given sq_change per name."""
+    table = layer_frame(list(values))
+    return table.assign(sq_change=[values[n] for n in table["name"]])
+
+
+def _clipfit(ln: tuple[float, float], ln_1: tuple[float, float], text: tuple[float, ...]) -> pd.DataFrame:
+    values = {"visual.ln_pre.weight": ln[0], "visual.ln_pre.bias": ln[1]}
+    values |= {
+        "visual.transformer.resblocks.0.ln_1.weight": ln_1[0],
+        "visual.transformer.resblocks.0.ln_1.bias": ln_1[1],
+    }
+    values |= {f"transformer.resblocks.{i}.mlp.c_proj.bias": v for i, v in enumerate(text)}
+    return _trained(values)
+
+
+def test_the_caption_says_where_the_result_agrees_with_the_paper_and_where_not():
+    # ln_pre 3 + 1 = 4 against 0.ln_1 1 + 1 = 2 (2x); text biases 4, 2, 1, 1: blocks 0-1 hold 6 / 8 = 75%
+    agrees = against_paper(_clipfit((3, 1), (1, 1), (4, 2, 1, 1)), "sq_change")
+    assert agrees == (
+        "as in the paper, the first image LayerNorm (ln_pre) has the most change (4, 2× the next, 0.ln_1); "
+        "as in the paper, the low-level text biases (blocks 0-1 of 4) hold 75% of the text biases' change, most at "
+        "block 0"
+    )
+    # the other way round: 0.ln_1 moved most, and blocks 2-3 hold 6 / 8 of the text biases' change
+    disagrees = against_paper(_clipfit((0.5, 0.5), (3, 1), (1, 1, 2, 4)), "sq_change")
+    assert disagrees == (
+        "unlike the paper, the image LayerNorm with the most change is 0.ln_1 (4), not the first (ln_pre, 1); "
+        "unlike the paper, the high-level text biases (blocks 2-3 of 4) hold 75% of the text biases' change (the "
+        "low-level ones 25%), most at block 3"
+    )
+    gradients = against_paper(
+        _clipfit((3, 1), (1, 1), (4, 2, 1, 1)).rename(columns={"sq_change": "g"}), "g", "gradient"
+    )
+    assert gradients.startswith("in line with it, the first image LayerNorm (ln_pre) has the most squared gradient")
+    # the Fig. 3 caption carries it; a recipe with neither part (a text-only attention tensor) gets no sentence
+    assert caption_param_change(_clipfit((3, 1), (1, 1), (4, 2, 1, 1)).assign(checkpoint="run")).endswith(
+        f"Against the paper's finding that {PAPER_FINDING}: {agrees}."
+    )
+    assert against_paper(_trained({"transformer.resblocks.0.attn.out_proj.weight": 1.0}), "sq_change") == ""
+
+
+def test_the_tsne_caption_says_which_way_fine_tuning_moved_the_clusters():
+    zero = pd.Series({"knn_acc": 70.0, "silhouette": 0.20, "k": 5})
+    better = pd.Series({"knn_acc": 80.0, "silhouette": 0.30, "k": 5})
+    mixed = pd.Series({"knn_acc": 75.0, "silhouette": 0.10, "k": 5})
+    sentence = against_fig5(zero, {"fine-tuning": better, "clipfit λ=0": mixed})
+    assert sentence == (
+        "Paper Fig. 5 sets ClipFit's image features beside zero-shot CLIP's; here fine-tuning moves the 5-NN accuracy "
+        "70.0% → 80.0% and the silhouette 0.200 → 0.300: the classes separate better by both; clipfit λ=0 moves the "
+        "5-NN accuracy 70.0% → 75.0% and the silhouette 0.200 → 0.100: the classes separate better by one measure and "
+        "worse by the other."
+    )
+    assert "worse by both" in against_fig5(better, {"x": zero})
