@@ -5,8 +5,9 @@ and opened straight from disk; links to each figure's SVG and CSV are relative t
 folder. ``report.md`` shows the same content with relative image links. ``report.json`` lists the
 figures and tables (what a test or a script can check against).
 
-Both open with a summary (the main findings, each with its number, from the figures' ``finding``) and
-a table of contents; a table wider than the page scrolls inside its own box.
+Both open with a header (when the report was made, with which software, on which machine, how long the runs
+trained), a summary (the main findings, each with its number, from the figures' ``finding``) and a table of
+contents; a table wider than the page scrolls inside its own box.
 
 Every figure is shown at its natural size (``width`` = its width in inches x 96 CSS px, never stretched;
 ``max-width: 100%`` only on a narrower window), so the type scale of :mod:`figures.style` holds on the page:
@@ -38,6 +39,8 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertic
 .scroll { overflow-x: auto; max-width: 100%; } .scroll table { margin: 0; }
 td { max-width: 28em; overflow-wrap: anywhere; }
 nav.toc ol { columns: 2; font-size: 0.9em; } .summary li { margin: 0.3em 0; }
+dl.header { display: grid; grid-template-columns: max-content auto; gap: 0.15em 1em; font-size: 0.9em; color: #444; }
+dl.header dt { font-weight: 600; } dl.header dd { margin: 0; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { margin-top: 0.4em; } .files, .note { color: #666; font-size: 0.85em; }
@@ -127,6 +130,7 @@ def write_report(
     figures: list[ReportFigure],
     notes: list[str] | None = None,
     summary: list[str] | None = None,
+    header: list[tuple[str, str]] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``index.html``, ``report.md`` and ``report.json`` into ``out``; returns (html, md).
 
@@ -137,6 +141,7 @@ def write_report(
         figures: the figures, in order, each with its caption.
         notes: closing remarks (what was skipped and why).
         summary: the main findings, one line each with its number (default: the figures' findings).
+        header: (label, value) lines under the title: date, versions, machine, training time.
     """
     out.mkdir(parents=True, exist_ok=True)
     notes = notes or []
@@ -152,9 +157,14 @@ def write_report(
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        *[f"<p>{html.escape(p)}</p>" for p in intro],
     ]
-    md = [f"# {title}", "", *[p + "\n" for p in intro]]
+    md = [f"# {title}", ""]
+    if header:
+        parts += ['<dl class="header">']
+        parts += [f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in header] + ["</dl>"]
+        md += [f"**{k}:** {v}  " for k, v in header] + [""]
+    parts += [f"<p>{html.escape(p)}</p>" for p in intro]
+    md += [p + "\n" for p in intro]
     if summary:
         parts += ['<h2 id="summary">Summary</h2>', '<ul class="summary">']
         parts += [f"<li>{html.escape(line)}</li>" for line in summary] + ["</ul>"]
@@ -189,6 +199,7 @@ def write_report(
     markdown.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     manifest = {
         "title": title,
+        "header": dict(header or []),
         "summary": summary,
         "figures": [
             {"key": f.key, "title": f.title, "caption": f.caption, "png": _rel(f.png, out), "svg": _rel(f.svg, out)}

@@ -12,6 +12,7 @@ channels, and the data passes: grad-sums (the screening at the pretrained values
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,10 @@ from analysis.commands.results import results_from_runs
 from analysis.commands.training_curves import TrainingCurvesOptions, run_training_curves
 from analysis.commands.tsne import TsneOptions, run_tsne
 from analysis.errors import AnalysisError
+from analysis.outputs import machine
 from analysis.results import base2new_table, fewshot_table, read_runs
 from analysis.sources import Source, configurations, default_labels, find_runs, load_source
+from clipfit.provenance import versions
 from clipfit.rundir import RunDir
 from figures.report import ReportTable, write_report
 
@@ -46,6 +49,7 @@ RUN_COLUMNS = [
     "Trained values",
     "Zero-shot",
     "Fine-tuned",
+    "Training time",
     "Signature",
 ]
 
@@ -66,6 +70,8 @@ class ReportOptions:
 
 
 OPTIONS = ReportOptions
+MAX_LISTED = 6  # runs whose training time the header lists one by one
+SOFTWARE = (("clipfit", "clipfit"), ("torch", "torch"), ("open_clip", "open_clip"), ("Python", "python"))
 
 
 def _run_row(source: Source, label: str, configuration: str) -> list[str]:
@@ -96,7 +102,47 @@ def _run_row(source: Source, label: str, configuration: str) -> list[str]:
         f"{trained:,d}",
         fmt(zero),
         fmt(metrics),
+        duration(_train_seconds(source)),
         source.signature,
+    ]
+
+
+def _train_seconds(source: Source) -> float | None:
+    """The run's training wall time (results.json, else the checkpoint), None where it was not recorded."""
+    seconds = recorded_results(source).get("train_seconds", source.ckpt.meta.get("train_seconds"))
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
+def duration(seconds: float | None) -> str:
+    """81.6 s, 12.5 min, 3.2 h; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def report_header(sources: list[Source], labels: list[str], now: float | None = None) -> list[tuple[str, str]]:
+    """The lines under the report's title: when it was made, with which versions, on which machine, and how long
+    each run trained (results.json's train_seconds; several runs beyond MAX_LISTED: the total and the range)."""
+    soft = versions()
+    times = [(label, _train_seconds(s)) for s, label in zip(sources, labels, strict=True)]
+    known = [t for _, t in times if t is not None]
+    if not known:
+        trained = "not recorded (no results.json or checkpoint with train_seconds)"
+    elif len(times) <= MAX_LISTED:
+        trained = ", ".join(f"{label} {duration(t)}" for label, t in times)
+    else:
+        trained = (
+            f"{len(known)} runs, {duration(sum(known))} in total, {duration(min(known))} to {duration(max(known))} "
+            "each (per run: the runs table)"
+        )
+    software = ", ".join(f"{name} {soft[key]}" for name, key in SOFTWARE)
+    return [
+        ("Generated", time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(now))),
+        ("Software", software),
+        ("Report made on", machine()),
+        ("Training time", trained),
     ]
 
 
@@ -204,7 +250,8 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         f"Command: clipfit-analyze {' '.join(common.argv)}",
     ]
     summary += [f.finding for f in figures if f.finding]
-    index, _ = write_report(out, title, intro, runs_table, tables, figures, notes, [s for s in summary if s])
+    header = report_header(sources, labels)
+    index, _ = write_report(out, title, intro, runs_table, tables, figures, notes, [s for s in summary if s], header)
     return index
 
 

@@ -409,6 +409,9 @@ def test_report(tiny_run, tmp_path, capsys):
         assert len(figure["caption"]) > 40
     assert "| Base | New | HM |" in markdown and "model:clipfit-tiny" in markdown
     assert_one_type_scale(out)  # every figure's text shown at 8-10 pt
+    header = manifest["header"]  # date, versions, machine, and the run's training time from its results.json
+    seconds = json.loads((run_dir / "results.json").read_text())["train_seconds"]
+    assert header["Training time"] == f"clipfit {seconds:.1f} s" and "cores" in header["Report made on"]
 
 
 def test_bad_input_is_a_clear_error(tiny_run, tmp_path, capsys):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -11,11 +15,13 @@ from matplotlib.figure import Figure
 
 from analysis import schemas
 from analysis.commands.bundle import write_figure
+from analysis.commands.report import duration, report_header
 from analysis.outputs import OutputDir
 from analysis.tables import layer_frame
 from analysis.training_curves import training_curve_configs, training_curves
 from analysis.tsne import spread
 from clipfit.data import shapes
+from clipfit.provenance import versions
 from figures.paper import PAPER_FINDING, against_fig5, against_paper
 from figures.param_change import caption_param_change
 from figures.report import ReportTable, write_report
@@ -214,3 +220,31 @@ def test_the_tsne_caption_says_which_way_fine_tuning_moved_the_clusters():
         "worse by the other."
     )
     assert "worse by both" in against_fig5(better, {"x": zero})
+
+
+def _run(seconds: float | None) -> SimpleNamespace:
+    """What report_header reads of a source: no run directory, the checkpoint's train_seconds."""
+    meta = {} if seconds is None else {"train_seconds": seconds}
+    return SimpleNamespace(run_dir=None, ckpt=SimpleNamespace(meta=meta))
+
+
+def test_the_header_names_date_versions_machine_and_each_runs_training_time(tmp_path):
+    assert [duration(s) for s in (81.56, 750.0, 3 * 3600.0, None)] == ["81.6 s", "12.5 min", "3.0 h", "-"]
+    header = dict(report_header([_run(81.56), _run(None)], ["clipfit", "ln-tuning"]))
+    assert list(header) == ["Generated", "Software", "Report made on", "Training time"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d \S+", header["Generated"])
+    soft = versions()
+    assert header["Software"] == (
+        f"clipfit {soft['clipfit']}, torch {soft['torch']}, open_clip {soft['open_clip']}, Python {soft['python']}"
+    )
+    assert f"{os.cpu_count()} cores; " in header["Report made on"]
+    assert header["Training time"] == "clipfit 81.6 s, ln-tuning -"
+    # a sweep: the total and the range, the runs table lists each
+    many = dict(report_header([_run(60.0 * i) for i in range(1, 8)], [f"r{i}" for i in range(7)]))
+    assert many["Training time"] == "7 runs, 28.0 min in total, 60.0 s to 7.0 min each (per run: the runs table)"
+    # rendered under the title, in both files and the manifest
+    runs = ReportTable("runs", "Runs", ["Run"], [["x"]])
+    index, markdown = write_report(tmp_path / "r", "title", ["intro"], runs, [], [], header=list(header.items()))
+    assert "<dt>Training time</dt><dd>clipfit 81.6 s, ln-tuning -</dd>" in index.read_text()
+    assert "**Training time:** clipfit 81.6 s, ln-tuning -" in markdown.read_text()
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["header"] == header
