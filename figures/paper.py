@@ -93,7 +93,7 @@ def against_paper(table: pd.DataFrame, value: str, what: str = "change") -> str:
             ratio = norm["top_value"] / norm["second_value"] if norm["second_value"] > 0 else math.inf
             parts.append(
                 f"{agree}, the first image LayerNorm ({norm['first']}) has the most {noun} "
-                f"({_fmt(norm['top_value'])}, {ratio:.2g}× the next, {norm['second']})"
+                f"({_fmt(norm['top_value'])}, {ratio:.1f}× the next, {norm['second']})"
             )
         else:
             parts.append(

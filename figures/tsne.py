@@ -161,7 +161,11 @@ def caption_tsne(
         )
     first = metrics.iloc[0]
     shown = int(first["classes"])
-    which = f" (of the {of_classes}, spread evenly over the label space)" if of_classes and of_classes > shown else ""
+    which = (
+        f" (of the {of_classes}, spread over the label space and their names' words)"
+        if of_classes and of_classes > shown
+        else ""
+    )
     colour = colour_rule(classnames) if len(classnames) else "coloured by class"
     sentence = (
         f"t-SNE of the image features of the same {int(first['images'])} test images of {shown} classes{which} "

@@ -165,11 +165,11 @@ def _subset(data: RunData, name: str | None):
 
 def label_space_images(data: RunData, subset_name: str | None, max_classes: int | None, max_images: int | None):
     """Test images of a label space, relabelled 0..k-1, evenly capped; with ``max_classes``, that many of its classes
-    spread evenly over it (:func:`analysis.tsne.spread`: not the first ones, which on a dataset ordered by one
-    attribute, such as the shapes world's shape-major labels, would all share it)."""
+    spread over it and over the words of their names (:func:`analysis.tsne.spread`: not the first ones, which on a
+    dataset ordered by one attribute, such as the shapes world's shape-major labels, would all share it)."""
     subset = _subset(data, subset_name)
     if max_classes and max_classes < len(subset.labels):
-        kept = spread(len(subset.labels), max_classes)
+        kept = sorted(spread(subset.classnames, max_classes))
         subset = replace(
             subset, labels=tuple(subset.labels[i] for i in kept), classnames=tuple(subset.classnames[i] for i in kept)
         )

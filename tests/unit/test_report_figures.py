@@ -155,15 +155,18 @@ def test_tsne_names_without_one_colour_word_each_take_the_palette():
     assert colour_rule(["banded", "dotted"]) == "coloured by class"
 
 
-def test_shown_classes_are_spread_over_the_label_space():
-    assert spread(32, 10) == [0, 3, 6, 9, 12, 16, 19, 22, 25, 28]  # floor(i * 32 / 10)
-    assert spread(4, 10) == [0, 1, 2, 3] and spread(5, 1) == [0]
-    # the shapes world's base labels are shape-major (8 colours of circle, then of triangle, ...): the first 10 are
-    # two shapes, the spread 10 all four base shapes and five colours
+def test_shown_classes_are_spread_over_the_label_space_and_the_words_of_their_names():
+    # the shapes world's base labels are shape-major (8 colours of circle, then of triangle, star, ring): the first 10
+    # are two shapes, every 8th label one colour; the spread 4 are 4 shapes in 4 colours, the spread 10 all 4 shapes
+    # and all 8 colours
     base = shapes.CLASSNAMES[:32]
-    shown = [base[i] for i in spread(32, 10)]
     assert {n.split()[1] for n in base[:10]} == {"circle", "triangle"}
-    assert len({n.split()[1] for n in shown}) == 4 and len({n.split()[0] for n in shown}) == 5
+    assert [base[i] for i in spread(base, 4)] == ["red circle", "cyan ring", "pink triangle", "purple star"]
+    ten = [base[i] for i in spread(base, 10)]
+    assert len({n.split()[1] for n in ten}) == 4 and len({n.split()[0] for n in ten}) == 8
+    # names without shared words: by hand, 0, then the farthest (31), then the middle of the larger gap (15), ...
+    assert spread([f"class{i}" for i in range(32)], 4) == [0, 31, 15, 23]
+    assert spread(["a", "b", "c"], 10) == [0, 1, 2]
 
 
 def _trained(values: dict[str, float]) -> pd.DataFrame:
@@ -186,7 +189,7 @@ def test_the_caption_says_where_the_result_agrees_with_the_paper_and_where_not()
     # ln_pre 3 + 1 = 4 against 0.ln_1 1 + 1 = 2 (2x); text biases 4, 2, 1, 1: blocks 0-1 hold 6 / 8 = 75%
     agrees = against_paper(_clipfit((3, 1), (1, 1), (4, 2, 1, 1)), "sq_change")
     assert agrees == (
-        "as in the paper, the first image LayerNorm (ln_pre) has the most change (4, 2× the next, 0.ln_1); "
+        "as in the paper, the first image LayerNorm (ln_pre) has the most change (4, 2.0× the next, 0.ln_1); "
         "as in the paper, the low-level text biases (blocks 0-1 of 4) hold 75% of the text biases' change, most at "
         "block 0"
     )
