@@ -11,6 +11,7 @@ Examples::
     clipfit-analyze grad-cos runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-analyze channels runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-analyze per-class runs/shapes/base2new/clipfit/shots16/seed1
+    clipfit-analyze training-curves runs/shapes/base2new/clipfit/shots16/seed1
     clipfit-analyze param-change --weights ViT-B-16:openai ViT-B-16:wise-ft.safetensors
     clipfit-analyze results runs/ --published
     clipfit-analyze report runs/demo/shapes/base2new/clipfit/shots16/seed1 --out reports/demo
@@ -147,7 +148,9 @@ def _tsne(p: argparse.ArgumentParser) -> None:
     """The fields of TsneOptions."""
     _runs(p)
     p.add_argument("--subset", choices=("base", "new", "all"), help="label space (default: the one trained on)")
-    p.add_argument("--max-classes", type=POSITIVE, default=10, help="classes shown (default 10)")
+    p.add_argument(
+        "--max-classes", type=POSITIVE, default=10, help="classes shown, spread over the label space (default 10)"
+    )
     p.add_argument("--max-images", type=POSITIVE, default=400, help="test images at most (default 400)")
     p.add_argument(
         "--perplexity", type=_number(float, 0, strict=True), default=30.0, help="t-SNE perplexity (default 30)"
@@ -205,6 +208,14 @@ def _grad_cos(p: argparse.ArgumentParser) -> None:
     """The fields of GradCosOptions."""
     p.add_argument("checkpoints", nargs="+", metavar="RUN_DIR", help="run directories (their layers.jsonl)")
     _common(p, "grad-cos")
+
+
+def _training_curves(p: argparse.ArgumentParser) -> None:
+    """The fields of TrainingCurvesOptions."""
+    p.add_argument(
+        "checkpoints", nargs="+", metavar="RUN_DIR", help="run directories (their metrics.jsonl), or sweep folders"
+    )
+    _common(p, "training-curves")
 
 
 def _results(p: argparse.ArgumentParser) -> None:
@@ -267,6 +278,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "grad-cos": Command(
         "grad_cos", "gradient consistency: cosine between successive gradients during training", _grad_cos
+    ),
+    "training-curves": Command(
+        "training_curves", "loss, its terms and the training and validation accuracy per step", _training_curves
     ),
     "results": Command("results", "result tables over seeds (Markdown, CSV, LaTeX) and figures", _results),
     "report": Command("report", "self-contained HTML + Markdown report of one or more runs", _report),

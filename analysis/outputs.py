@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import shlex
 import time
 from collections.abc import Sequence
@@ -38,6 +40,34 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return _jsonable(value.item())
     return value
+
+
+def machine() -> str:
+    """The machine this process runs on, in words: CPU model, its logical cores, and the GPUs torch sees.
+
+    e.g. ``AMD EPYC, 2 cores; no GPU`` or ``Intel(R) Xeon(R) Platinum 8480+, 224 cores; GPU: NVIDIA H200``.
+    """
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:  # Linux: the model name of the first core
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    cpu = cpu or platform.processor() or platform.machine() or "unknown CPU"
+    import torch
+
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    names = ", ".join(f"{n}× {name}" if n > 1 else name for name, n in _counts(gpus).items())
+    return f"{cpu}, {os.cpu_count()} cores; " + (f"GPU: {names}" if gpus else "no GPU")
+
+
+def _counts(items: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
 
 
 class OutputDir:

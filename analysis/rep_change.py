@@ -8,8 +8,15 @@ Y (n x q) under the fine-tuned one, with columns centred (Xc = X - mean over inp
 
 computed in float64. CKA is 1 for representations equal up to rotation and isotropic scaling
 and falls towards 0 as they decorrelate, so 1 - CKA reads as "how much the block changed".
+
+CKA centres the features, so it cannot see a constant shift: CKA(X, X + 1 c^T) = 1 for every vector c. A
+bias that moves (ClipFit trains the text FFN biases; block 0's adds the same vector to every prompt's state)
+shows up instead in the shift of the mean feature, relative to the pretrained mean's norm:
+
+    mean_shift = ||mean_i Y_i - mean_i X_i||_2 / ||mean_i X_i||_2        (NaN when mean_i X_i = 0)
+
 The image tower is measured on test images, the text tower on the class prompts. Over the runs (seeds)
-of a configuration, :func:`rep_change_configs` gives the mean and sample std of CKA per block.
+of a configuration, :func:`rep_change_configs` gives the mean and sample std of both per block.
 """
 
 from __future__ import annotations
@@ -43,6 +50,18 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(cross / norm) if norm > 0 else math.nan
 
 
+def mean_shift(x: torch.Tensor, y: torch.Tensor) -> float:
+    """||mean(Y) - mean(X)|| / ||mean(X)|| over the inputs (rows), in float64: the change CKA cannot see (above).
+
+    NaN when the pretrained mean is zero or the two representations differ in width.
+    """
+    if x.shape != y.shape:
+        return math.nan
+    before, after = x.double().mean(dim=0), y.double().mean(dim=0)
+    norm = before.norm()
+    return float((after - before).norm() / norm) if norm > 0 else math.nan
+
+
 def rep_change(
     before: Mapping[str, Mapping[str, torch.Tensor]], after: Mapping[str, Mapping[str, torch.Tensor]]
 ) -> pd.DataFrame:
@@ -67,6 +86,7 @@ def rep_change(
                     "order": int(key) if is_block else depth,
                     "inputs": len(x),
                     "cka": linear_cka(x, y),
+                    "mean_shift": mean_shift(x, y),
                 }
             )
     frame = pd.DataFrame(rows, columns=list(REP_CHANGE))
@@ -75,9 +95,9 @@ def rep_change(
 
 
 def rep_change_configs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The REP_CONFIGS table: CKA per configuration, tower and block, mean and sample std over the runs
-    (REP_RUNS rows: REP_CHANGE with ``checkpoint`` and ``configuration``)."""
-    stats = over_runs(runs, ["configuration", "tower", "block", "position", "order"], ["cka"])
+    """The REP_CONFIGS table: CKA and the mean shift per configuration, tower and block, mean and sample std over
+    the runs (REP_RUNS rows: REP_CHANGE with ``checkpoint`` and ``configuration``)."""
+    stats = over_runs(runs, ["configuration", "tower", "block", "position", "order"], ["cka", "mean_shift"])
     inputs = runs.groupby(["configuration", "tower"], sort=False)["inputs"].min()
     stats["inputs"] = [int(inputs[(c, t)]) for c, t in zip(stats["configuration"], stats["tower"], strict=True)]
     stats["block"] = stats["block"].astype("Int64")

@@ -90,11 +90,20 @@ GRAD_COS = (
     "checkpoint", "configuration", *LAYER, "records", "mean_cos", "early_cos", "late_cos", "positive_share",
 )  # fmt: skip
 
-# rep-change: linear CKA between pretrained and fine-tuned hidden states, one row per tower and block.
-REP_CHANGE = ("tower", "block", "position", "order", "inputs", "cka")
+# rep-change: linear CKA between pretrained and fine-tuned hidden states, one row per tower and block, and the shift
+# of the mean hidden state relative to the pretrained mean's norm (which CKA, centring the features, cannot see).
+REP_CHANGE = ("tower", "block", "position", "order", "inputs", "cka", "mean_shift")
 # rep-change of several runs: each run's rows, and per configuration the mean and sample std over its seeds.
 REP_RUNS = ("checkpoint", "configuration", *REP_CHANGE)
-REP_CONFIGS = ("configuration", "runs", "tower", "block", "position", "order", "inputs", "cka_mean", "cka_std")
+REP_CONFIGS = (
+    "configuration", "runs", "tower", "block", "position", "order", "inputs", "cka_mean", "cka_std", "mean_shift_mean",
+    "mean_shift_std",
+)  # fmt: skip
+
+# training curves from metrics.jsonl: one row per run, logged step and metric (loss, ce, reg, acc, val_acc, lr).
+TRAINING_CURVES = ("checkpoint", "configuration", "step", "epoch", "metric", "value")
+# the training curves over the runs (seeds) of each configuration: mean and sample std per metric and step.
+TRAINING_CURVE_CONFIGS = ("configuration", "runs", "metric", "step", "epoch", "value_mean", "value_std")
 
 # results: one row per results.json found under the run root.
 RESULTS_RUNS = (
@@ -199,6 +208,8 @@ ALL = {
     "per_class_configs": PER_CLASS_CONFIGS,
     "per_class_confusion": CONFUSION_CHANGE,
     "per_class_correlation": CLASS_CORRELATION,
+    "training_curves": TRAINING_CURVES,
+    "training_curves_configs": TRAINING_CURVE_CONFIGS,
     "results_runs": RESULTS_RUNS,
     "results_base2new": BASE2NEW,
     "results_fewshot": FEWSHOT,

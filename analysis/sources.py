@@ -28,7 +28,7 @@ from clipfit.errors import ClipfitError
 from clipfit.models import build_model
 from clipfit.provenance import signature
 from clipfit.recipes import select
-from clipfit.rundir import CHECKPOINT_FILE, EVAL_DIR, RESULT_NEUTRAL, RunDir, checkpoint_file, load_run
+from clipfit.rundir import CHECKPOINT_FILE, EVAL_DIR, METRICS_FILE, RESULT_NEUTRAL, RunDir, checkpoint_file, load_run
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ class Source:
     def layers_file(self) -> Path | None:
         """The run's per-step layer log, when there is one."""
         return RunDir(self.run_dir).layers_file if self.run_dir is not None else None
+
+    @property
+    def metrics_file(self) -> Path | None:
+        """The run's metrics.jsonl (loss, accuracy per logged step), when there is one."""
+        path = self.run_dir / METRICS_FILE if self.run_dir is not None else None
+        return path if path is not None and path.is_file() else None
 
     @property
     def settings(self) -> dict[tuple[str, ...], Any]:

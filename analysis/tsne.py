@@ -10,6 +10,13 @@ numbers computed in the original feature space:
                  (a_i: mean distance to the own class, b_i: to the nearest other class)
     knn_acc    = 100 * mean_i [majority label of the k nearest other images (cosine) == label_i]
                  (leave-one-out; a tie goes to the class with the larger summed similarity)
+
+With more classes than a picture can tell apart, k of the n classes are shown, spread over the label space
+and over the words of the class names (:func:`spread`): the first class, then each time the class whose name
+adds the most words not yet shown, among those the one farthest in label order from the classes chosen (the
+largest distance to the nearest), then the lowest. Names that share words ("red circle", "red star", "blue
+star") thus show every colour and shape before any twice; names that share no words are spread out in label
+order, each the farthest from those already chosen.
 """
 
 from __future__ import annotations
@@ -21,6 +28,23 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.schemas import TSNE, TSNE_METRICS, conform
+
+
+def spread(classnames: Sequence[str], k: int) -> list[int]:
+    """``k`` positions of ``classnames`` chosen as the module docstring says (all of them when k >= n), in the
+    order chosen; deterministic. E.g. 4 of the shapes world's 32 base classes (8 colours of circle, then of
+    triangle, star and ring): red circle, cyan ring, pink triangle, purple star."""
+    n = len(classnames)
+    if k >= n:
+        return list(range(n))
+    words = [set(name.lower().replace("_", " ").replace("-", " ").split()) for name in classnames]
+    chosen, shown = [0], set(words[0])
+    while len(chosen) < k:
+        rest = [i for i in range(n) if i not in chosen]
+        best = max(rest, key=lambda i: (len(words[i] - shown), min(abs(i - c) for c in chosen), -i))
+        chosen.append(best)
+        shown |= words[best]
+    return chosen
 
 
 def _normalise(features: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import PALETTE, colours, new_figure, require, styled
+from figures.style import PAGE_WIDTH, PALETTE, colours, new_figure, require, styled
 
 CURVES = 6  # tensors drawn as concentration curves
 TOP = 12  # channels named
@@ -39,7 +39,7 @@ def draw_channels(channels: pd.DataFrame, concentration: pd.DataFrame) -> Figure
     require(concentration, "channel_concentration")
     runs = first_runs(concentration)
     with styled():
-        fig = new_figure(12, 3.7 * len(runs) + 0.4)
+        fig = new_figure(PAGE_WIDTH, 3.7 * len(runs) + 0.4)
         axes = fig.subplots(len(runs), 2, squeeze=False, width_ratios=[1, 1.3])
         for (left, right), (config, checkpoint) in zip(axes, runs.items(), strict=True):
             own = channels[channels["checkpoint"] == checkpoint]
@@ -61,19 +61,19 @@ def draw_channels(channels: pd.DataFrame, concentration: pd.DataFrame) -> Figure
             left.axvline(0.1, color="#bbb", linewidth=0.6)
             left.set_xlabel("share of the tensor's channels (largest change first)")
             left.set_ylabel("share of its squared change")
-            left.set_title(f"{config}: the most-changed tensors", fontsize=9)
-            left.legend(fontsize=7, loc="lower right")
+            left.set_title(f"{config}: the most-changed tensors")
+            left.legend(loc="lower right")
             top = own.sort_values("sq_change", ascending=False, kind="stable").head(TOP)
             right.barh(
                 range(len(top)),
                 top["change"],
                 color=[PALETTE[0] if t == "image" else PALETTE[1] for t in top["tower"]],
             )
-            right.set_yticks(range(len(top)), [channel_name(r) for _, r in top.iterrows()], fontsize=7)
+            right.set_yticks(range(len(top)), [channel_name(r) for _, r in top.iterrows()])
             right.invert_yaxis()
             right.axvline(0, color="#444", linewidth=0.8)
             right.set_xlabel("change θ − θ₀ of the channel")
-            right.set_title(f"the {len(top)} channels that moved most ({checkpoint})", fontsize=9)
+            right.set_title(f"the {len(top)} channels that moved most ({checkpoint})")
         fig.suptitle("Where inside the tensors the change sits: channels")
     return fig
 

@@ -11,8 +11,9 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
+from figures.paper import PAPER_FINDING, against_paper
 from figures.positions import draw_position_bars
-from figures.style import colours, new_figure, require, styled
+from figures.style import PAGE_WIDTH, colours, log_axis, new_figure, require, styled
 
 MAX_GROUP_ROWS = 12  # groups drawn per panel before the comparison falls back to module families
 
@@ -52,8 +53,9 @@ def draw_param_configs(table: pd.DataFrame, measure: str = "sq_change", axis: st
 
 
 def caption_param_configs(table: pd.DataFrame, measure: str = "sq_change") -> str:
-    """One sentence: per configuration (with its seed count), the tensor that moved most and the total."""
-    parts = []
+    """Per configuration (with its seed count): the tensor that moved most and the total; then each configuration
+    against the paper's finding (:mod:`figures.paper`)."""
+    parts, against = [], []
     for config, label in _configs(table).items():
         own = table[table["configuration"] == config]
         top = own.loc[own[f"{measure}_mean"].idxmax()]
@@ -62,8 +64,12 @@ def caption_param_configs(table: pd.DataFrame, measure: str = "sq_change") -> st
             f"{label}: most at {top['group']} {top['position']} ({_pm(top[f'{measure}_mean'], top[f'{measure}_std'])}),"
             f" summed {_fmt(total)}"
         )
-    return f"Per-layer {measure.replace('_', ' ')}, mean ± sample std over the seeds of each configuration; " + (
-        "; ".join(parts) + "."
+        clauses = against_paper(own, f"{measure}_mean")
+        against += [f"{config}: {clauses}"] if clauses else []
+    sentence = f"Per-layer {measure.replace('_', ' ')}, mean ± sample std over the seeds of each configuration; "
+    sentence += "; ".join(parts) + "."
+    return sentence + (
+        f" Against the paper's finding that {PAPER_FINDING}: " + "; ".join(against) + "." if against else ""
     )
 
 
@@ -84,7 +90,7 @@ def draw_group_change(table: pd.DataFrame) -> Figure:
     palette = dict(zip(names, colours(len(names)), strict=True))
     height = 0.8 / len(names)
     with styled():
-        fig = new_figure(11, max(3.0, 0.12 * len(groups) * len(names) + 1.8))
+        fig = new_figure(PAGE_WIDTH, max(3.0, 0.14 * len(groups) * len(names) + 1.8))
         axes = fig.subplots(1, 2, sharey=True)
         for ax, value, xlabel in (
             (axes[0], "sq_change", "Σ ||θ−θ₀||² over the group"),
@@ -97,7 +103,7 @@ def draw_group_change(table: pd.DataFrame) -> Figure:
                 stds = [own[f"{value}_std"].get(g, math.nan) for g in groups]
                 errors = None if all(s != s for s in stds) else [0.0 if s != s else s for s in stds]
                 ax.barh(ys, means, height=height, color=palette[config], label=name, xerr=errors, capsize=2)
-            ax.set_xscale("log")
+            log_axis(ax, "x")
             ax.set_xlabel(xlabel)
         axes[0].set_yticks(range(len(groups)), groups)
         axes[0].invert_yaxis()
@@ -146,7 +152,7 @@ def draw_family_depth(table: pd.DataFrame) -> Figure:
     everything = list(dict.fromkeys(own.sort_values("order")["family"]))
     palette = dict(zip(everything, colours(len(everything)), strict=True))  # one colour per family in both towers
     with styled():
-        fig = new_figure(4.6 * len(towers) + 0.5, 3.6)
+        fig = new_figure(min(PAGE_WIDTH, 4.6 * len(towers) + 0.5), 3.8)
         axes = fig.subplots(1, len(towers), squeeze=False, sharey=True)[0]
         for ax, tower in zip(axes, towers, strict=True):
             part = own[own["tower"] == tower]
@@ -156,10 +162,10 @@ def draw_family_depth(table: pd.DataFrame) -> Figure:
                 line = part[part["family"] == family].sort_values("order")
                 ax.plot(line["order"], line["per_value"], marker="o", markersize=3, label=family, color=palette[family])
             ax.set_xticks(ticks["order"], ticks["position"], rotation=90 if len(ticks) > 14 else 0)
-            ax.set_yscale("log")
+            log_axis(ax)
             ax.set_title(f"{tower} tower")
             ax.set_xlabel("position (pre, block, post)")
-            ax.legend(fontsize=7, ncol=2)
+            ax.legend(ncol=2)
         axes[0].set_ylabel("Σ ||θ−θ₀||² per value")
         fig.suptitle(f"Where in depth each module family moved ({checkpoint})")
     return fig

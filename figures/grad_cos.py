@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from figures.style import colours, new_figure, require, sequential, styled
+from figures.style import PAGE_WIDTH, colours, new_figure, require, sequential, styled
 
 TEXT_BIAS = "text FFN-out bias"
 MAX_GROUPS = 6  # layer groups drawn over training (a full fine-tune has dozens)
@@ -49,7 +49,7 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     groups = shown_groups(steps)
     palette = dict(zip(groups, colours(len(groups)), strict=True))
     with styled():
-        fig = new_figure(15, 4.6)
+        fig = new_figure(PAGE_WIDTH, 4.2)
         left, middle, right = fig.subplots(1, 3)
         for c, config in enumerate(configs):
             for group in groups:
@@ -71,7 +71,7 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
             Line2D([], [], color="#444", linestyle=STYLES[c % len(STYLES)], label=config)
             for c, config in enumerate(configs)
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(5, len(handles)), fontsize=7)
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(5, len(handles)))
         text = steps[(steps["group"] == TEXT_BIAS) & (steps["configuration"] == configs[0])]
         blocks = sorted(int(b) for b in text["block"].dropna().unique())
         for block, colour in zip(blocks, sequential(len(blocks)), strict=True):
@@ -81,7 +81,7 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         middle.set_xlabel("step")
         middle.set_title(f"{TEXT_BIAS} per block ({configs[0]})" if blocks else "no text FFN-out bias trained")
         if blocks:
-            middle.legend(title="block", fontsize=7, ncol=2)
+            middle.legend(title="block", ncol=2)
         own = summary[summary["group"] == TEXT_BIAS]
         width = 0.8 / max(1, len(configs))
         for c, (config, colour) in enumerate(zip(configs, colours(len(configs)), strict=True)):
@@ -97,7 +97,7 @@ def draw_grad_cos(steps: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         right.set_ylabel("mean cos over training")
         right.set_title(f"{TEXT_BIAS}: mean over training")
         if len(own):
-            right.legend(fontsize=7)
+            right.legend()
         fig.suptitle(
             f"Gradient consistency: cosine between successive steps' gradients (smoothed over {window} records)"
         )

@@ -10,9 +10,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from figures.paper import PAPER_FINDING, against_paper, against_paper_sentence
 from figures.positions import draw_position_bars
 from figures.steps import draw_step_curves
-from figures.style import PALETTE, new_figure, require, styled
+from figures.style import PAGE_WIDTH, PALETTE, log_axis, new_figure, require, styled
 
 IN_RECIPE, OTHER = PALETTE[0], PALETTE[7]
 
@@ -31,7 +32,7 @@ def draw_grad_sums(table: pd.DataFrame, top: int = 25) -> Figure:
     totals = group_totals(table)
     ranked = table.sort_values("rank").head(top)
     with styled():
-        fig = new_figure(11, max(3.2, 0.22 * len(ranked) + 1.2))
+        fig = new_figure(PAGE_WIDTH, max(3.2, 0.22 * len(ranked) + 1.2))
         left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
         left.barh(
             range(len(totals)),
@@ -40,16 +41,16 @@ def draw_grad_sums(table: pd.DataFrame, top: int = 25) -> Figure:
         )
         left.set_yticks(range(len(totals)), totals["group"])
         left.invert_yaxis()
-        left.set_xscale("log")
+        log_axis(left, "x")
         left.set_xlabel("Σ squared gradient (all tensors of the group)")
         left.set_title("layer groups")
         labels = [f"{g}: {p}" for g, p in zip(ranked["group"], ranked["position"], strict=True)]
         right.barh(
             range(len(ranked)), ranked["grad_sq_sum"], color=[IN_RECIPE if r else OTHER for r in ranked["in_recipe"]]
         )
-        right.set_yticks(range(len(ranked)), labels, fontsize=7)
+        right.set_yticks(range(len(ranked)), labels)
         right.invert_yaxis()
-        right.set_xscale("log")
+        log_axis(right, "x")
         right.set_xlabel("Σ squared gradient")
         right.set_title(f"top {len(ranked)} of {len(table)} tensors")
         right.legend(
@@ -103,9 +104,13 @@ def caption_grad_training(table: pd.DataFrame) -> str:
         share = top["grad_sq_sum"] / values.sum() if values.sum() > 0 else float("nan")
         parts.append(f"{group} most at {top['position']} ({top['grad_sq_sum']:.3g}, {share:.0%} of the group)")
     run = f" ({checkpoints[0]})" if len(checkpoints) > 1 else ""
+    against = against_paper_sentence(first, "grad_sq_sum", "gradient")
     return (
         f"Squared gradients of each trained tensor summed over all {int(first['steps'].iloc[0])} training steps"
-        f"{run}, as the released instrumentation summed them: " + "; ".join(parts) + "."
+        f"{run}, as the released instrumentation summed them: "
+        + "; ".join(parts)
+        + "."
+        + (f" {against}" if against else "")
     )
 
 
@@ -147,8 +152,9 @@ def draw_grad_training_configs(table: pd.DataFrame) -> Figure:
 
 
 def caption_grad_training_configs(table: pd.DataFrame) -> str:
-    """Per configuration: the tensor whose squared gradients added up most (mean ± std over seeds)."""
-    parts = []
+    """Per configuration: the tensor whose squared gradients added up most (mean ± std over seeds), and where they
+    collect against the paper's finding (:mod:`figures.paper`)."""
+    parts, against = [], []
     for config, own in table.groupby("configuration", sort=False):
         top = own.loc[own["grad_sq_sum_mean"].idxmax()]
         runs = int(own["runs"].iloc[0])
@@ -157,7 +163,12 @@ def caption_grad_training_configs(table: pd.DataFrame) -> str:
             f"{config} ({runs} {'seeds' if runs > 1 else 'run'}, {int(top['steps'])} steps): most at {top['group']} "
             f"{top['position']} ({top['grad_sq_sum_mean']:.3g}{spread})"
         )
-    return (
+        clauses = against_paper(own, "grad_sq_sum_mean", "gradient")
+        against += [f"{config}: {clauses}"] if clauses else []
+    sentence = (
         "Squared gradients of each trained tensor summed over all training steps, mean over the seeds of each "
         "configuration: " + "; ".join(parts) + "."
+    )
+    return sentence + (
+        f" Against the paper's finding that {PAPER_FINDING}: " + "; ".join(against) + "." if against else ""
     )

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
+from figures.paper import against_paper_sentence
 from figures.positions import draw_position_bars
 from figures.steps import draw_step_curves
 from figures.style import require
@@ -35,7 +36,8 @@ def _fmt(value: float) -> str:
 
 
 def caption_param_change(table: pd.DataFrame, measure: str = "sq_change") -> str:
-    """One sentence: which position of each group moved most, and how the checkpoints compare."""
+    """Which position of each group moved most, how the checkpoints compare, and the first checkpoint against the
+    paper's finding (:mod:`figures.paper`)."""
     checkpoints = list(dict.fromkeys(table["checkpoint"]))
     first = table[table["checkpoint"] == checkpoints[0]]
     parts = []
@@ -55,7 +57,8 @@ def caption_param_change(table: pd.DataFrame, measure: str = "sq_change") -> str
         totals = table.groupby("checkpoint", sort=False)[measure].sum()
         ratios = ", ".join(f"{c} {_fmt(totals[c])}" for c in checkpoints)
         sentence += f"; summed over all tensors: {ratios}"
-    return sentence + "."
+    against = against_paper_sentence(first, measure)
+    return sentence + "." + (f" {against}" if against else "")
 
 
 def draw_param_steps(steps: pd.DataFrame) -> Figure:

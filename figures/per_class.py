@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import PALETTE, new_figure, require, styled
+from figures.style import PAGE_WIDTH, PALETTE, SMALL, new_figure, require, styled
 
 TOP = 5  # classes gained and lost shown per configuration
 
@@ -49,16 +49,18 @@ def _confusion_matrix(confusion: pd.DataFrame, config: str) -> pd.DataFrame:
 
 
 def draw_per_class(configs: pd.DataFrame, confusion: pd.DataFrame, correlation: pd.DataFrame) -> Figure:
-    """One row per configuration: accuracy per class (zero-shot vs fine-tuned), the classes that gained and
-    lost most, text-feature movement against accuracy change, and the confusion change of the worst classes."""
+    """Four panels (two rows of two) per configuration: accuracy per class (zero-shot vs fine-tuned), the classes
+    that gained and lost most, text-feature movement against accuracy change, and the confusion change of the
+    worst classes."""
     require(configs, "per_class_configs")
     names = list(dict.fromkeys(configs["configuration"]))
     subsets = list(dict.fromkeys(configs["subset"]))
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(subsets)}
     with styled():
-        fig = new_figure(17, 3.9 * len(names) + 0.4)
-        axes = fig.subplots(len(names), 4, squeeze=False, width_ratios=[1, 1.2, 1, 1.5])
-        for row, config in zip(axes, names, strict=True):
+        fig = new_figure(PAGE_WIDTH, 7.2 * len(names) + 0.4)
+        grid = fig.subplots(2 * len(names), 2, squeeze=False)
+        panels = [[*grid[2 * i], *grid[2 * i + 1]] for i in range(len(names))]
+        for row, config in zip(panels, names, strict=True):
             part = configs[configs["configuration"] == config]
             label = f"{config} ({_runs(part)})"
             ax = row[0]
@@ -108,11 +110,11 @@ def draw_per_class(configs: pd.DataFrame, confusion: pd.DataFrame, correlation: 
             image = ax.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
             for (i, j), value in np.ndenumerate(matrix.to_numpy()):
                 if value:
-                    ax.text(j, i, f"{value:+d}", ha="center", va="center", fontsize=7)
-            ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=45, ha="right", fontsize=7)
-            ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize=7)
+                    ax.text(j, i, f"{value:+d}", ha="center", va="center", fontsize=SMALL)
+            ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=45, ha="right")
+            ax.set_yticks(range(matrix.shape[0]), matrix.index)
             ax.set_xlabel("predicted class")
-            ax.set_title("confusion change of the worst classes (fine-tuned − zero-shot)")
+            ax.set_title("confusion change of the worst classes\n(fine-tuned − zero-shot)")
             ax.grid(False)
             fig.colorbar(image, ax=ax, shrink=0.8, label="images")
         fig.suptitle("Per class: zero-shot vs fine-tuned accuracy (mean over seeds)")

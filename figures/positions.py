@@ -11,7 +11,7 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import colours, new_figure, short_positions, styled
+from figures.style import PAGE_WIDTH, colours, log_axis, new_figure, short_positions, styled
 
 MAX_GROUPS = 12  # panels at most (a full fine-tune has dozens of layer groups)
 
@@ -43,7 +43,7 @@ def draw_position_bars(
     cols = min(3, max(1, len(groups)))
     rows = math.ceil(len(groups) / cols)
     with styled():
-        fig = new_figure(4.3 * cols, 3.2 * rows + 0.4)
+        fig = new_figure(PAGE_WIDTH * cols / 3, 3.2 * rows + 0.4)
         axes = fig.subplots(rows, cols, squeeze=False)
         width = 0.8 / len(checkpoints)
         for ax, group in zip(axes.flat, groups, strict=False):
@@ -72,9 +72,9 @@ def draw_position_bars(
             ax.set_xlabel(xlabel)
             ax.set_ylabel(axis)
             if log:
-                ax.set_yscale("log")
+                log_axis(ax)
             if len(checkpoints) > 1 and ax is axes.flat[0]:
-                ax.legend(fontsize=7)
+                ax.legend()
         for ax in list(axes.flat)[len(groups) :]:
             ax.set_visible(False)
         fig.suptitle(title)

@@ -5,8 +5,13 @@ and opened straight from disk; links to each figure's SVG and CSV are relative t
 folder. ``report.md`` shows the same content with relative image links. ``report.json`` lists the
 figures and tables (what a test or a script can check against).
 
-Both open with a summary (the main findings, each with its number, from the figures' ``finding``) and
-a table of contents; a table wider than the page scrolls inside its own box.
+Both open with a header (when the report was made, with which software, on which machine, how long the runs
+trained), a summary (the main findings, each with its number, from the figures' ``finding``) and a table of
+contents; a table wider than the page scrolls inside its own box.
+
+Every figure is shown at its natural size (``width`` = its width in inches x 96 CSS px, never stretched;
+``max-width: 100%`` only on a narrower window), so the type scale of :mod:`figures.style` holds on the page:
+an 8-pt label reads as 8 pt in every figure.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.markdown import markdown_table
+from figures.style import CSS_PX_PER_INCH
 
 INDEX = "index.html"
 MARKDOWN = "report.md"
 MANIFEST = "report.json"
+CONTENT_PX = 1150  # the page's column (CSS px); figures.style.PAGE_WIDTH inches fit in it
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1150px; margin: 2em auto;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: {content}px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
@@ -32,11 +39,13 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertic
 .scroll { overflow-x: auto; max-width: 100%; } .scroll table { margin: 0; }
 td { max-width: 28em; overflow-wrap: anywhere; }
 nav.toc ol { columns: 2; font-size: 0.9em; } .summary li { margin: 0.3em 0; }
+dl.header { display: grid; grid-template-columns: max-content auto; gap: 0.15em 1em; font-size: 0.9em; color: #444; }
+dl.header dt { font-weight: 600; } dl.header dd { margin: 0; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { margin-top: 0.4em; } .files, .note { color: #666; font-size: 0.85em; }
 code { background: #f6f6f6; padding: 0 0.2em; word-break: break-all; }
-"""
+""".replace("{content}", str(CONTENT_PX))
 
 
 @dataclass
@@ -50,6 +59,7 @@ class ReportFigure:
     svg: Path
     data: list[Path] = field(default_factory=list)  # CSV (and JSON sidecar) files beside it
     finding: str = ""  # the headline with its number, listed in the report's summary
+    width: float = 0.0  # inches, as drawn: the report shows it width x 96 CSS px wide (0: the PNG's own width)
 
 
 @dataclass
@@ -94,6 +104,17 @@ def _files_html(paths: list[Path], root: Path) -> str:
     return f'<p class="files">data: {" · ".join(links)}</p>' if links else ""
 
 
+def display_width(fig: ReportFigure) -> int | None:
+    """The width in CSS px at which the report shows ``fig``: its natural size (None: not known)."""
+    return round(fig.width * CSS_PX_PER_INCH) if fig.width > 0 else None
+
+
+def _img(fig: ReportFigure, src: str) -> str:
+    width = display_width(fig)
+    size = f' width="{width}"' if width else ""
+    return f'<img alt="{html.escape(fig.title)}" data-figure="{html.escape(fig.key)}"{size} src="{html.escape(src)}">'
+
+
 def _anchor(title: str) -> str:
     """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
     kept = "".join(c for c in title.strip().lower() if c.isalnum() or c in "-_ ")
@@ -109,6 +130,7 @@ def write_report(
     figures: list[ReportFigure],
     notes: list[str] | None = None,
     summary: list[str] | None = None,
+    header: list[tuple[str, str]] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``index.html``, ``report.md`` and ``report.json`` into ``out``; returns (html, md).
 
@@ -119,6 +141,7 @@ def write_report(
         figures: the figures, in order, each with its caption.
         notes: closing remarks (what was skipped and why).
         summary: the main findings, one line each with its number (default: the figures' findings).
+        header: (label, value) lines under the title: date, versions, machine, training time.
     """
     out.mkdir(parents=True, exist_ok=True)
     notes = notes or []
@@ -134,9 +157,14 @@ def write_report(
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        *[f"<p>{html.escape(p)}</p>" for p in intro],
     ]
-    md = [f"# {title}", "", *[p + "\n" for p in intro]]
+    md = [f"# {title}", ""]
+    if header:
+        parts += ['<dl class="header">']
+        parts += [f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in header] + ["</dl>"]
+        md += [f"**{k}:** {v}  " for k, v in header] + [""]
+    parts += [f"<p>{html.escape(p)}</p>" for p in intro]
+    md += [p + "\n" for p in intro]
     if summary:
         parts += ['<h2 id="summary">Summary</h2>', '<ul class="summary">']
         parts += [f"<li>{html.escape(line)}</li>" for line in summary] + ["</ul>"]
@@ -156,12 +184,11 @@ def write_report(
         parts += [
             f'<h2 id="{html.escape(fig.key)}">{html.escape(fig.title)}</h2>',
             f'<figure id="fig-{html.escape(fig.key)}">',
-            f'<img alt="{html.escape(fig.title)}" data-figure="{html.escape(fig.key)}" '
-            f'src="data:image/png;base64,{data}">',
+            _img(fig, f"data:image/png;base64,{data}"),
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>",
             _files_html([fig.svg, *fig.data], out),
         ]
-        md += [f"## {fig.title}", "", f"![{fig.title}]({_rel(fig.png, out)})", "", fig.caption, ""]
+        md += [f"## {fig.title}", "", _img(fig, _rel(fig.png, out)), "", fig.caption, ""]  # <img>: at its size
         md += ["Data: " + ", ".join(f"[{p.name}]({_rel(p, out)})" for p in [fig.svg, *fig.data]), ""]
     if notes:
         parts += ['<h2 id="notes">Notes</h2>', "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
@@ -172,6 +199,7 @@ def write_report(
     markdown.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     manifest = {
         "title": title,
+        "header": dict(header or []),
         "summary": summary,
         "figures": [
             {"key": f.key, "title": f.title, "caption": f.caption, "png": _rel(f.png, out), "svg": _rel(f.svg, out)}

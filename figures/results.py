@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.schemas import ALL_SHOTS, shots_order
-from figures.style import colours, new_figure, require, styled
+from figures.style import PAGE_WIDTH, SMALL, colours, new_figure, require, styled
 
 
 def _pct(value: float) -> str:
@@ -49,15 +49,21 @@ def _methods_and_palette(labelled: pd.DataFrame) -> tuple[list[str], dict[str, o
 
 
 def draw_base2new(table: pd.DataFrame) -> Figure:
-    """Base, New and HM per dataset (and the Average), one bar per method."""
+    """Base, New and HM per dataset (and the Average), one bar per method: side by side for up to three
+    datasets, one above the other (each as wide as the page) for more."""
     require(table, "results_base2new")
     own = _with_labels(_own(table))
     datasets = list(dict.fromkeys(own["dataset"]))
     methods, palette = _methods_and_palette(own)
     width = 0.8 / len(methods)
     with styled():
-        fig = new_figure(max(6.0, 1.1 * len(datasets) * 3), 3.4)
-        axes = fig.subplots(1, 3, sharey=True)
+        stacked = len(datasets) > 3
+        if stacked:
+            fig = new_figure(PAGE_WIDTH, 7.5)
+            axes = fig.subplots(3, 1, sharex=True)
+        else:
+            fig = new_figure(max(6.0, 1.1 * len(datasets) * 3), 3.4)
+            axes = fig.subplots(1, 3, sharey=True)
         for ax, (column, title) in zip(axes, (("base_mean", "Base"), ("new_mean", "New"), ("hm", "HM")), strict=True):
             for m, method in enumerate(methods):
                 values = own[own["label"] == method].set_index("dataset")[column]
@@ -72,11 +78,14 @@ def draw_base2new(table: pd.DataFrame) -> Figure:
                 ha="right" if len(datasets) > 3 else "center",
             )
             ax.set_title(title)
+            if stacked:
+                ax.set_ylabel("accuracy (%)")
             if len(datasets) * len(methods) <= 12:
                 for container in ax.containers:
-                    ax.bar_label(container, fmt="%.1f", fontsize=7, padding=1)
+                    ax.bar_label(container, fmt="%.1f", fontsize=SMALL, padding=1)
         axes[0].set_ylabel("accuracy (%)")
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center")
+        where = "outside lower center" if stacked else "outside right center"
+        fig.legend(*axes[0].get_legend_handles_labels(), loc=where, ncol=min(4, len(methods)) if stacked else 1)
         fig.suptitle("Base-to-new generalisation (mean over seeds)")
     return fig
 
@@ -155,7 +164,7 @@ def draw_eval(table: pd.DataFrame) -> Figure:
     palette = dict(zip([s for s, _ in series], colours(len(series)), strict=True))
     width = 0.8 / len(series)
     with styled():
-        fig = new_figure(max(5.0, 0.9 * len(targets) * len(series)), 3.4)
+        fig = new_figure(min(PAGE_WIDTH, max(5.0, 0.9 * len(targets) * len(series))), 3.4)
         ax = fig.subplots()
         for k, (label, method) in enumerate(series):
             if method is None:
@@ -225,11 +234,11 @@ def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
             curve = [(b, n) for b, n in curve if low <= n <= high]
             if curve:
                 ax.plot(*zip(*curve, strict=True), color="0.8", lw=0.7, zorder=0)
-                ax.annotate(f"HM {level}", curve[-1], fontsize=6, color="0.55", ha="right", va="bottom")
+                ax.annotate(f"HM {level}", curve[-1], fontsize=SMALL, color="0.55", ha="right", va="bottom")
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)
         points = rows.dropna(subset=["new_mean"])
-        offsets = _label_offsets(ax, points["base_mean"], points["new_mean"], points["label"], fontsize=7)
+        offsets = _label_offsets(ax, points["base_mean"], points["new_mean"], points["label"], fontsize=SMALL)
         for _, row in rows.iterrows():
             colour = palette[row["label"]]
             if pd.isna(row["new_mean"]):
@@ -242,11 +251,11 @@ def draw_base_new_scatter(table: pd.DataFrame) -> Figure:
                 capsize=2, label=row["label"], zorder=3,
             )  # fmt: skip
             ax.annotate(row["label"], (row["base_mean"], row["new_mean"]), xytext=offsets[row["label"]],
-                        textcoords="offset points", fontsize=7, color="black" if zero_shot else colour)  # fmt: skip
+                        textcoords="offset points", fontsize=SMALL, color="black" if zero_shot else colour)  # fmt: skip
         ax.set_xlabel("Base accuracy (%)")
         ax.set_ylabel("New accuracy (%)")
         ax.set_title(f"New against Base on {dataset} (mean ± std over seeds)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
 
 

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
-from figures.style import new_figure, sequential, styled
+from figures.style import PAGE_WIDTH, log_axis, new_figure, sequential, styled
 
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -27,7 +27,7 @@ def draw_step_curves(
     cols = min(3, max(1, len(groups)))
     rows = math.ceil(len(groups) / cols)
     with styled():
-        fig = new_figure(4.3 * cols, 3.2 * rows + 0.4)
+        fig = new_figure(PAGE_WIDTH * cols / 3, 3.5 * rows + 0.4)
         axes = fig.subplots(rows, cols, squeeze=False)
         for ax, group in zip(axes.flat, groups, strict=False):
             part = table[table["group"] == group]
@@ -47,12 +47,12 @@ def draw_step_curves(
                         label=position if c == 0 else None,
                     )
             if log:
-                ax.set_yscale("log")
+                log_axis(ax)
             ax.set_title(group)
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
             if len(positions) <= 14 and ax.get_legend_handles_labels()[0]:
-                ax.legend(ncol=2 if len(positions) > 7 else 1, fontsize=7, loc="best")
+                ax.legend(ncol=2 if len(positions) > 7 else 1, loc="best")
         for ax in list(axes.flat)[len(groups) :]:
             ax.set_visible(False)
         suffix = ""

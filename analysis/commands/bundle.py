@@ -62,7 +62,7 @@ def write_figure(
     saved = save_figure(figure if isinstance(figure, Figure) else figure(), out.path, stem)
     summary = {**(summary or {}), **({"finding": finding} if finding else {})}
     side = out.sidecar(stem, signatures, [*csvs, *extra, saved.png, saved.svg, *inputs], summary)
-    return ReportFigure(stem, title, caption, saved.png, saved.svg, [*csvs, *inputs, side], finding)
+    return ReportFigure(stem, title, caption, saved.png, saved.svg, [*csvs, *inputs, side], finding, saved.width)
 
 
 def announce(figures: Sequence[ReportFigure]) -> None:

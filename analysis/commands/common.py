@@ -10,13 +10,14 @@ pretrained point (:func:`clipfit.checkpoint.checkpoint_values`), its training ob
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from analysis.errors import AnalysisError
 from analysis.sources import WEIGHTS_KIND, Source, find_runs, load_source, parse_pretrained, weights_source
+from analysis.tsne import spread
 from clipfit.checkpoint import CheckpointError, apply_checkpoint, checkpoint_values
 from clipfit.config import RunConfig, resolve
 from clipfit.console import run_command, setup_logging
@@ -166,14 +167,20 @@ def _subset(data: RunData, name: str | None):
 
 
 def label_space_images(data: RunData, subset_name: str | None, max_classes: int | None, max_images: int | None):
-    """Test images of a label space (its first ``max_classes`` classes), relabelled, evenly capped."""
+    """Test images of a label space, relabelled 0..k-1, evenly capped; with ``max_classes``, that many of its classes
+    spread over it and over the words of their names (:func:`analysis.tsne.spread`: not the first ones, which on a
+    dataset ordered by one attribute, such as the shapes world's shape-major labels, would all share it)."""
     subset = _subset(data, subset_name)
-    labels = subset.labels[: max_classes or None]
-    wanted = set(labels)
+    if max_classes and max_classes < len(subset.labels):
+        kept = sorted(spread(subset.classnames, max_classes))
+        subset = replace(
+            subset, labels=tuple(subset.labels[i] for i in kept), classnames=tuple(subset.classnames[i] for i in kept)
+        )
+    wanted = set(subset.labels)
     samples = subset.relabel([s for s in data.dataset.test if s.label in wanted])
     if not samples:
         raise AnalysisError(f"no test images in label space '{subset.name}' of {data.dataset.name}")
-    return cap_samples(samples, max_images), list(subset.classnames[: len(labels)]), subset.name
+    return cap_samples(samples, max_images), list(subset.classnames), subset.name
 
 
 def recorded_results(source: Source) -> dict:

@@ -1,17 +1,18 @@
 """``clipfit-analyze report``: one self-contained figure report of one or more runs, or of a sweep.
 
-The report reuses the other sub-commands unchanged: the results tables of the runs that finished,
-param-change of all runs (paper Fig. 3; seeds of one configuration averaged, configurations side by
-side per layer group, absolute and per value; Fig. 4 right where two configurations differ only in
-λ), the per-step curves, the gradient consistency (grad-cos), the channels, and the data passes:
-grad-sums (the screening at the pretrained values, first run), per-class, tsne (Fig. 5) and rep-change
-(linear CKA) over the runs. A folder that is not a run stands for every run under it (a sweep). Each
-analysis writes into its own sub-folder; ``figures.report`` assembles ``index.html``, ``report.md`` and
-``report.json``, opening with a summary of the main findings and a table of contents.
+The report reuses the other sub-commands unchanged: the results tables of the runs that finished, the training
+curves (loss and accuracy per step, from metrics.jsonl), param-change of all runs (paper Fig. 3; seeds of one
+configuration averaged, configurations side by side per layer group, absolute and per value; Fig. 4 right
+where two configurations differ only in λ), the per-step curves, the gradient consistency (grad-cos), the
+channels, and the data passes: grad-sums (the screening at the pretrained values, first run), per-class, tsne
+(Fig. 5) and rep-change (linear CKA) over the runs. A folder that is not a run stands for every run under it
+(a sweep). Each analysis writes into its own sub-folder; ``figures.report`` assembles ``index.html``,
+``report.md`` and ``report.json``, opening with a summary of the main findings and a table of contents.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,13 @@ from analysis.commands.param_change import ParamChangeOptions, run_param_change
 from analysis.commands.per_class import PerClassOptions, run_per_class
 from analysis.commands.rep_change import RepChangeOptions, run_rep_change
 from analysis.commands.results import results_from_runs
+from analysis.commands.training_curves import TrainingCurvesOptions, run_training_curves
 from analysis.commands.tsne import TsneOptions, run_tsne
 from analysis.errors import AnalysisError
+from analysis.outputs import machine
 from analysis.results import base2new_table, fewshot_table, read_runs
 from analysis.sources import Source, configurations, default_labels, find_runs, load_source
+from clipfit.provenance import versions
 from clipfit.rundir import RunDir
 from figures.report import ReportTable, write_report
 
@@ -45,6 +49,7 @@ RUN_COLUMNS = [
     "Trained values",
     "Zero-shot",
     "Fine-tuned",
+    "Training time",
     "Signature",
 ]
 
@@ -65,6 +70,8 @@ class ReportOptions:
 
 
 OPTIONS = ReportOptions
+MAX_LISTED = 6  # runs whose training time the header lists one by one
+SOFTWARE = (("clipfit", "clipfit"), ("torch", "torch"), ("open_clip", "open_clip"), ("Python", "python"))
 
 
 def _run_row(source: Source, label: str, configuration: str) -> list[str]:
@@ -95,7 +102,47 @@ def _run_row(source: Source, label: str, configuration: str) -> list[str]:
         f"{trained:,d}",
         fmt(zero),
         fmt(metrics),
+        duration(_train_seconds(source)),
         source.signature,
+    ]
+
+
+def _train_seconds(source: Source) -> float | None:
+    """The run's training wall time (results.json, else the checkpoint), None where it was not recorded."""
+    seconds = recorded_results(source).get("train_seconds", source.ckpt.meta.get("train_seconds"))
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
+def duration(seconds: float | None) -> str:
+    """81.6 s, 12.5 min, 3.2 h; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def report_header(sources: list[Source], labels: list[str], now: float | None = None) -> list[tuple[str, str]]:
+    """The lines under the report's title: when it was made, with which versions, on which machine, and how long
+    each run trained (results.json's train_seconds; several runs beyond MAX_LISTED: the total and the range)."""
+    soft = versions()
+    times = [(label, _train_seconds(s)) for s, label in zip(sources, labels, strict=True)]
+    known = [t for _, t in times if t is not None]
+    if not known:
+        trained = "not recorded (no results.json or checkpoint with train_seconds)"
+    elif len(times) <= MAX_LISTED:
+        trained = ", ".join(f"{label} {duration(t)}" for label, t in times)
+    else:
+        trained = (
+            f"{len(known)} runs, {duration(sum(known))} in total, {duration(min(known))} to {duration(max(known))} "
+            "each (per run: the runs table)"
+        )
+    software = ", ".join(f"{name} {soft[key]}" for name, key in SOFTWARE)
+    return [
+        ("Generated", time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(now))),
+        ("Software", software),
+        ("Report made on", machine()),
+        ("Training time", trained),
     ]
 
 
@@ -123,7 +170,8 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
     labels, config_of = default_labels(sources), configurations(sources)
     compare = len(set(config_of)) > 1
     out = Path(common.out).expanduser()
-    names = ("results", "param-change", "grad-sums", "grad-cos", "channels", "per-class", "tsne", "rep-change")
+    names = ("results", "training-curves", "param-change", "grad-sums", "grad-cos", "channels", "per-class", "tsne")
+    names += ("rep-change",)
     sub = {name: Common(out / name, common.argv, common.device) for name in names}
     figures, tables, notes, summary = [], [], [], []
 
@@ -147,6 +195,7 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         notes.append("No results.json in the given run directories (unfinished runs?): no results table.")
 
     paths = [str(s.path) for s in sources]
+    figures += run_training_curves(TrainingCurvesOptions(paths), sub["training-curves"], sources, notes)
     figures += run_param_change(ParamChangeOptions(paths, pretrained=opts.pretrained), sub["param-change"], sources)
     figures += run_grad_steps(sources, labels, sub["grad-sums"])
     if not any(s.layers_file for s in sources):
@@ -193,14 +242,16 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         else f"clipfit report: {first_meta.get('recipe', 'clipfit')} on {dataset}"
     )
     intro = [
-        "What the fine-tuning did, regenerated from the run directories: which tensors moved and how far "
+        "What the fine-tuning did, regenerated from the run directories: how the loss and accuracy went during "
+        "training, which tensors moved and how far "
         "(paper Fig. 3; Fig. 4 right with and without the regulariser), where the training loss pushes (Fig. 4), "
         "how consistent its gradients were, which channels and classes changed, how the image features re-cluster "
         "(Fig. 5), and how much each block's representation changed (linear CKA).",
         f"Command: clipfit-analyze {' '.join(common.argv)}",
     ]
     summary += [f.finding for f in figures if f.finding]
-    index, _ = write_report(out, title, intro, runs_table, tables, figures, notes, [s for s in summary if s])
+    header = report_header(sources, labels)
+    index, _ = write_report(out, title, intro, runs_table, tables, figures, notes, [s for s in summary if s], header)
     return index
 
 

@@ -46,7 +46,7 @@ class TsneOptions:
     recipe: str = "clipfit"  # tensors an original CLIPFit run trained
     data: DataOptions = field(default_factory=DataOptions)  # dataset and draw (default: the run's)
     subset: str | None = None  # base, new or all (default: the label space the run trained on)
-    max_classes: int = 10  # classes shown (the first of the subset), for readability
+    max_classes: int = 10  # classes shown, spread over the label space and their names' words (analysis.tsne.spread)
     max_images: int = 400  # test images at most, evenly spaced over the selected classes
     perplexity: float = 30.0  # t-SNE perplexity (capped at (n - 1) / 3)
     tsne_seed: int = 0  # t-SNE random_state
@@ -102,7 +102,7 @@ def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
         {"tsne": points, "tsne_metrics": metrics},
         lambda: draw_tsne(points, metrics),
         title,
-        caption_tsne(metrics, config_of if len(sources) > 1 else None),
+        caption_tsne(metrics, config_of if len(sources) > 1 else None, classnames, len(data.subsets[subset].labels)),
         [s.signature for s in sources],
         summary,
         finding=finding_tsne(metrics, config_of),

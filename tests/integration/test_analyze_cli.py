@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from analysis import schemas
 from analysis.cli import main
 from clipfit.rundir import load_checkpoint
+from tests.report_checks import assert_one_type_scale
 
 pytestmark = pytest.mark.slow  # every test reads runs trained for it
 
@@ -378,6 +379,7 @@ def test_report(tiny_run, tmp_path, capsys):
     assert keys == [
         "results_base2new",
         "results_base2new_scatter",
+        "training_curves",
         "param_change",
         "param_change_steps",
         "grad_sums_training",
@@ -403,9 +405,13 @@ def test_report(tiny_run, tmp_path, capsys):
     assert files and all((out / link).is_file() for link in files)  # the SVG/CSV links resolve offline
     markdown = (out / "report.md").read_text()
     for figure in manifest["figures"]:
-        assert f"]({figure['png']})" in markdown and (out / figure["png"]).is_file()
+        assert f'src="{figure["png"]}"' in markdown and (out / figure["png"]).is_file()
         assert len(figure["caption"]) > 40
     assert "| Base | New | HM |" in markdown and "model:clipfit-tiny" in markdown
+    assert_one_type_scale(out)  # every figure's text shown at 8-10 pt
+    header = manifest["header"]  # date, versions, machine, and the run's training time from its results.json
+    seconds = json.loads((run_dir / "results.json").read_text())["train_seconds"]
+    assert header["Training time"] == f"clipfit {seconds:.1f} s" and "cores" in header["Report made on"]
 
 
 def test_bad_input_is_a_clear_error(tiny_run, tmp_path, capsys):
@@ -461,7 +467,8 @@ def test_a_comparison_report_over_a_sweep(tiny_run, seed2_run, lambda_pair, tmp_
     manifest = json.loads((out / "report.json").read_text())
     assert manifest["title"] == "clipfit report: 2 configurations (3 runs) on shapes"
     keys = [f["key"] for f in manifest["figures"]]
-    for key in ("param_change", "param_change_groups", "grad_cos", "channels", "per_class", "tsne", "rep_change"):
+    keys_expected = ("training_curves", "param_change", "param_change_groups", "grad_cos", "channels", "per_class")
+    for key in (*keys_expected, "tsne", "rep_change"):
         assert key in keys
     # the summary opens the report with a number in every line; results are per configuration, seeds averaged
     summary = manifest["summary"]
@@ -477,6 +484,7 @@ def test_a_comparison_report_over_a_sweep(tiny_run, seed2_run, lambda_pair, tmp_
     assert '<div class="scroll"><table>' in page and ".scroll { overflow-x: auto;" in page  # wide tables scroll
     markdown = (out / "report.md").read_text()
     assert "## Summary" in markdown and "## Contents" in markdown and "clipfit λ=8 | " in markdown
+    assert_one_type_scale(out)  # the comparative figures too
     # Fig. 4 left over seeds: the mean of the two seeds' sums over training
     fig4 = pd.read_csv(out / "grad-sums" / "grad_sums_training_configs.csv").set_index(["configuration", "name"])
     per_run = pd.read_csv(out / "grad-sums" / "grad_sums_training.csv")

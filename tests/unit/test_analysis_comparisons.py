@@ -228,10 +228,11 @@ def test_grad_cos_summary_golden_values():
 def test_rep_change_over_seeds():
     runs = pd.DataFrame(
         {"checkpoint": ["a", "b"], "configuration": ["x", "x"], "tower": "image", "block": [0, 0], "position": "0",
-         "order": 0, "inputs": 10, "cka": [0.9, 0.7]}
+         "order": 0, "inputs": 10, "cka": [0.9, 0.7], "mean_shift": [0.1, 0.3]}
     )  # fmt: skip
     row = rep_change_configs(runs).iloc[0]
     assert (row["runs"], row["cka_mean"]) == (2, pytest.approx(0.8)) and row["cka_std"] == pytest.approx(0.1414, 1e-3)
+    assert (row["mean_shift_mean"], row["mean_shift_std"]) == (pytest.approx(0.2), pytest.approx(0.1414, 1e-3))
 
 
 def test_a_sweep_folder_stands_for_the_runs_under_it(tmp_path):

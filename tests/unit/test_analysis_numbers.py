@@ -15,7 +15,7 @@ import torch
 from analysis.features import recording
 from analysis.grad_sums import candidate_names, grad_sum_table
 from analysis.param_change import param_change, tensor_change
-from analysis.rep_change import linear_cka, rep_change
+from analysis.rep_change import linear_cka, mean_shift, rep_change
 from analysis.results import AVERAGE, ZERO_SHOT, base2new_table, eval_table, fewshot_table, read_runs
 from analysis.results_text import to_latex
 from analysis.schemas import BASE2NEW, PARAM_CHANGE, REP_CHANGE
@@ -23,6 +23,7 @@ from analysis.tables import layer_frame
 from analysis.tsne import knn_accuracy
 from clipfit.recipes import select
 from figures.param_change import caption_param_change
+from figures.rep_change import caption_rep_change, draw_rep_change
 from figures.results import caption_fewshot, draw_fewshot
 
 # ----------------------------------------------------------------------------- param-change
@@ -96,6 +97,22 @@ def test_rep_change_table():
     assert list(table.columns) == list(REP_CHANGE)
     assert list(table["position"]) == ["0", "output"] and list(table["order"]) == [0, 1]
     assert table["cka"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_cka_cannot_see_a_constant_shift_and_the_mean_shift_can():
+    # What a moved bias does to the states after it (text block 0): the same vector c added to every input.
+    # X: four inputs of two features, mean (0.5, 0.5), norm sqrt(0.5); c = (3, 4), norm 5.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    shifted = x + torch.tensor([3.0, 4.0])
+    table = rep_change({"text": {"0": x}}, {"text": {"0": shifted}}).iloc[0]
+    assert 1 - table["cka"] < 1e-12  # centring removes c: CKA 1, "unchanged"
+    assert table["mean_shift"] == pytest.approx(5 / math.sqrt(0.5))  # ||c|| / ||mean X|| = 7.0711
+    assert mean_shift(x, 2.0 * x) == pytest.approx(1.0)  # scaling: mean doubles, moved by its own norm
+    caption = caption_rep_change(rep_change({"text": {"0": x}}, {"text": {"0": shifted}}))
+    assert "1 − CKA < 1e-6" in caption and "CKA centres the features, so it cannot see a constant shift" in caption
+    assert "unchanged to CKA but shifted: text block 0 (1 − CKA < 1e-6, mean moved 707%)" in caption
+    top = draw_rep_change(rep_change({"text": {"0": x}}, {"text": {"0": shifted}})).axes[0]
+    assert top.lines[0].get_ydata()[0] == 1e-6 and len(top.collections) == 1  # drawn hollow on the floor, not 1e-12
 
 
 def test_hooks_are_removed_even_when_the_pass_fails():
