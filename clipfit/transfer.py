@@ -46,7 +46,8 @@ def eval_targets(
     """Evaluate a trained run on other datasets; returns each target's results (also written to ``out``).
 
     ``cfg_overrides`` replaces run settings that do not change what the model is (device,
-    precision, eval batch size, max eval images); ``zero_shot=False`` skips the zero-shot comparison.
+    precision, eval batch size, max eval images, the test-set cache and decoder); ``zero_shot=False``
+    skips the zero-shot comparison.
     """
     cfg, ckpt, _ = load_run(run_dir)
     if not ckpt.meta.get("complete", True):

@@ -22,6 +22,7 @@ from analysis.commands.common import (
     device,
     label_space_images,
     prepare_data,
+    test_images,
     trained_model,
 )
 from analysis.features import image_states, text_states
@@ -59,10 +60,13 @@ def run_rep_change(opts: RepChangeOptions, common: Common) -> list[ReportFigure]
     bundle = trained_model(source, opts.pretrained, dev)
     tokens = class_tokens(bundle.tokenizer, bundle.model, data.template, data.dataset.classnames)
 
+    images = test_images(data, bundle.preprocess)
+
     def states(desc: str, encode=None) -> dict[str, dict[str, torch.Tensor]]:
         image, _ = image_states(
-            bundle.model, samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, True, desc, encode
-        )
+            bundle.model, samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, True, desc, encode,
+            images,
+        )  # fmt: skip
         return {"image": image, "text": text_states(bundle.model, tokens)}
 
     # the fine-tuned image output goes through the recipe's head (CLIP-Adapter's adapter); the text

@@ -20,6 +20,7 @@ from analysis.commands.common import (
     device,
     label_space_images,
     prepare_data,
+    test_images,
     trained_model,
 )
 from analysis.features import image_states
@@ -59,10 +60,11 @@ def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
     samples, classnames, subset = label_space_images(data, opts.subset, opts.max_classes, opts.max_images)
     bundle = trained_model(source, opts.pretrained, dev)
     args = (samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, False)
+    images = test_images(data, bundle.preprocess)
     with_head = functools.partial(bundle.head.encode_images, bundle.model)  # e.g. CLIP-Adapter's adapter
-    tuned, labels = image_states(bundle.model, *args, desc="features (fine-tuned)", encode=with_head)
+    tuned, labels = image_states(bundle.model, *args, desc="features (fine-tuned)", encode=with_head, images=images)
     with checkpoint_values(bundle.model, source.ckpt, "init", model_name=bundle.name):
-        zero, _ = image_states(bundle.model, *args, desc="features (zero-shot)")
+        zero, _ = image_states(bundle.model, *args, desc="features (zero-shot)", images=images)
     features = {"zero-shot": zero["output"].numpy(), "fine-tuned": tuned["output"].numpy()}
     points, metrics = tsne_tables(features, labels.numpy(), classnames, opts.perplexity, opts.tsne_seed, opts.knn)
 
