@@ -9,8 +9,9 @@ sweep reports exactly what a sequential one does.
 - :class:`Sequential` (the default, and the only one under torchrun): in this process.
 - :class:`LocalPool` (``--workers N``): N worker processes on this machine, each taking the next waiting cell. Worker
   i computes on ``cuda:i`` when the machine has GPUs (``--workers auto``: one per GPU), else on the CPU with
-  ``cores // N`` torch threads: processes that share cores at torch's default threading spin against each other
-  (measured on 2 cores: a shapes run beside two others at default threading ran about 40x slower per epoch).
+  ``cores // N`` torch threads ($OMP_NUM_THREADS when set): processes that share cores at torch's default threading
+  spin against each other (measured on 2 cores: a shapes run beside two others at default threading ran about 40x
+  slower per epoch).
 - :class:`SubmititLauncher` (``--cluster slurm``; ``local`` and ``debug`` for trying it on one machine): one
   array task per unfinished cell through submitit, an optional dependency (``pip install 'clipfit[submitit]'``).
   A task preempted or out of time is requeued and resumes from its run directory.
@@ -231,6 +232,12 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _omp_threads() -> int | None:
+    """$OMP_NUM_THREADS, when set to a number: the user's choice of threads per process wins."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def _worker(
     wid: int, device: str | None, threads: int, tasks, results, options: CellOptions, level: int, runner
 ) -> None:
@@ -271,7 +278,7 @@ class LocalPool:
 
     ``devices``: one per worker (``cuda:0``, ``cuda:1``, ...) for cells whose device is ``auto``; None computes
     where a run's ``auto`` says (the CPU on a machine without GPUs). ``threads``: torch threads per worker
-    (default: this process's CPUs divided by the workers, at least one).
+    (default: $OMP_NUM_THREADS when set, else this process's CPUs divided by the workers, at least one).
     """
 
     workers: int
@@ -298,7 +305,7 @@ class LocalPool:
 
     def run(self, cells: Sequence[Cell], options: CellOptions) -> list[CellOutcome]:
         ctx = self._context or multiprocessing.get_context("spawn")  # fork after torch threads is unsafe
-        threads = self.threads or max(1, available_cpus() // self.workers)
+        threads = self.threads or _omp_threads() or max(1, available_cpus() // self.workers)
         results = ctx.Queue()
         slots = [_Slot(i, self.devices[i] if self.devices else None) for i in range(min(self.workers, len(cells)))]
         progress, waiting, fatal = Progress(cells), list(cells), None
@@ -389,7 +396,7 @@ class _SubmititCell:
         import torch
 
         # the task's CPUs, not the node's (torch's default), unless OMP_NUM_THREADS says otherwise
-        threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or available_cpus()
+        threads = _omp_threads() or available_cpus()
         torch.set_num_threads(threads)
         from clipfit.console import setup_logging
 
