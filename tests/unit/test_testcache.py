@@ -376,3 +376,17 @@ def test_the_gpu_decoder_falls_back_to_pil_for_what_it_cannot_read(tmp_path):
     out = torch.cat([p for _, p in _decoded_batches(samples, FileReader(tmp_path), spec, 8, 0, gpu, stats)])
     assert stats == {"gpu": 1, "fallback": 1, "decoded": 3}
     assert torch.equal(out[1], pil_pixels(files["progressive.jpg"].read_bytes(), spec)) and torch.equal(out[1], pil[1])
+
+
+def test_a_killed_builders_temporary_folder_is_cleared_only_once_it_is_stale(tiny, dataset):
+    folder = _entry(tiny, dataset)
+    folder.parent.mkdir(parents=True)
+    old, live = (folder.parent / f".{folder.name}.{name}.tmp" for name in ("dead", "live"))
+    for tmp in (old, live):
+        tmp.mkdir()
+        (tmp / PIXELS).write_bytes(b"\0" * 10)
+    hour_ago = os.path.getmtime(old / PIXELS) - 2 * 3600
+    os.utime(old / PIXELS, (hour_ago, hour_ago))
+    _evaluate(tiny, dataset)
+    assert not old.exists() and live.exists()  # a live builder writes all the time: its folder stays
+    assert TestImages.of(dataset, tiny.preprocess).open() is not None
