@@ -2,7 +2,7 @@
 
 Each variant is the same ``clipfit-train`` command in a fresh process and a fresh output folder (so start-up,
 generating the shapes world and building the model count, as they do for a user): 8 seeds of ClipFit base-to-new
-on the shapes world by default, 5 epochs of 4 shots each. The sequential sweep uses torch's default threads (every
+on the shapes world by default, 10 epochs of 4 shots each. The sequential sweep uses torch's default threads (every
 core), the pool ``cores / N`` threads per worker (``--threads K``: K for both). The script prints the wall time of
 each, their ratio, whether the two summary tables agree, and how many checkpoint tensors differ (with another number
 of threads per process floating-point sums split differently: last-bit differences that can flip a test image's
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", type=int, default=8, help="seeds 1..N of one setting (default 8)")
     p.add_argument("--workers", type=int, default=2, help="worker processes of the parallel variant (default 2)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run (default 10)")
     p.add_argument("--shots", type=int, default=4, help="shots per class (default 4)")
     p.add_argument("--model", help="clipfit-train --model (default: the shapes world's, shapes-vit-tiny)")
     p.add_argument("--pretrained", help="clipfit-train --pretrained (with --model: none for random init)")
