@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from clipfit.data.base import ImageReader, Sample
 from clipfit.data.loaders import eval_loader
+from clipfit.data.testcache import TestImages
 from clipfit.models import PreprocessSpec
 from clipfit.towers import block_output_pool, encode_text, image_input_dtype
 from clipfit.towers import image_blocks as _image_blocks
@@ -76,17 +77,22 @@ def image_states(
     blocks: bool = True,
     desc: str = "image features",
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    images: TestImages | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Pooled hidden state of every image block (keys "0", "1", ...) and the L2-normalised image
     feature (key "output"), for ``samples`` in order; plus their labels.
 
     ``encode`` makes the output feature from a batch (a recipe head's ``encode_images``, e.g. with
-    CLIP-Adapter's adapter); ``model.encode_image`` by default."""
+    CLIP-Adapter's adapter); ``model.encode_image`` by default. ``images``: the dataset's test split
+    through the test-set cache (read when an entry exists; an analysis never writes one)."""
     pool = block_output_pool(model, "image")
 
     was_training = model.training
     model.eval()
-    loader = eval_loader(samples, reader, spec, batch_size, 0)
+    if images is not None:
+        loader = images.batches(samples, batch_size, device, build=False)
+    else:
+        loader = eval_loader(samples, reader, spec, batch_size, 0)
     outputs, labels = [], []
     try:
         with recording(image_blocks(model) if blocks else {}, pool) as states:

@@ -103,6 +103,8 @@ class RunConfig:
     # epochs between validation accuracies (the few-shot val split, logged in metrics.jsonl; 0: none);
     # None: the dataset's default (every epoch for folder:/csv: data, none for the benchmarks and shapes)
     val_every: int | None = None
+    eval_cache: str | None = None  # test-set cache: on, off or a size cap (20GB); None: $CLIPFIT_EVAL_CACHE, else on
+    eval_decoder: str | None = None  # pil or nvjpeg (other pixels); None: $CLIPFIT_EVAL_DECODER, else pil
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +222,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
             logger.warning("recipe %s does not train the text side: no text regulariser (lambda 0)", cfg.recipe)
         cfg.optim.reg_weight = 0.0
     cfg.head = resolve_head_options(recipe, cfg.head)
+    # The decoder makes the test pixels (clipfit.data.testcache): recorded, so a resume cannot switch it.
+    from clipfit.data.testcache import CachePolicy
+
+    cfg.eval_decoder = CachePolicy.parse(cfg.eval_cache, cfg.eval_decoder).decoder  # also checks --eval-cache
     for name, value, low in (
         ("epochs", cfg.optim.epochs, 1),
         ("batch size", cfg.optim.batch_size, 1),

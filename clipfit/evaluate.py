@@ -9,7 +9,7 @@ Features come through the recipe's head; zero-shot numbers always use plain CLIP
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,10 @@ from torch import nn
 from clipfit.config import RunConfig
 from clipfit.console import progress
 from clipfit.data.base import DataError, Dataset, ImageReader, Sample
-from clipfit.data.loaders import eval_loader, workers_for
+from clipfit.data.loaders import workers_for
 from clipfit.data.prepare import RunData
 from clipfit.data.sampling import ClassSubset
+from clipfit.data.testcache import CachePolicy, TestImages
 from clipfit.heads import ClipHead
 from clipfit.metrics import summarise
 from clipfit.models import ModelBundle, PreprocessSpec
@@ -38,10 +39,12 @@ class EvalSettings:
     num_workers: int | None = None  # DataLoader workers; None: none for generated data, else half the cores
     max_images: int | None = None  # cap on test images per label space (quick checks; not comparable)
     env: DistEnv = DistEnv()  # this process's shard under torchrun
+    cache: CachePolicy = field(default_factory=CachePolicy.parse)  # the test-set cache (clipfit.data.testcache)
 
     @classmethod
     def of(cls, cfg: RunConfig, device: torch.device, precision: str, env: DistEnv = DistEnv()) -> EvalSettings:
-        return cls(device, precision, cfg.eval_batch_size, cfg.data.num_workers, cfg.max_eval_images, env)
+        cache = CachePolicy.parse(cfg.eval_cache, cfg.eval_decoder)
+        return cls(device, precision, cfg.eval_batch_size, cfg.data.num_workers, cfg.max_eval_images, env, cache)
 
     def workers(self, dataset: Dataset) -> int:
         return workers_for(self.num_workers, dataset)
@@ -135,19 +138,26 @@ def subset_accuracy(
     num_workers: int = 0,
     env: DistEnv = DistEnv(),
     head: ClipHead | None = None,
+    images: TestImages | None = None,
+    build: bool = True,
 ) -> float:
     """Accuracy (percent) on the test images of ``subset``, among its classes.
 
     ``test`` holds original labels; they are relabelled to the subset. Features come through the
     recipe's ``head`` (plain CLIP by default: the template's text features and the image encoder).
-    Under torchrun each process scores its shard and the counts are summed.
+    Under torchrun each process scores its shard and the counts are summed. ``images`` is the
+    dataset's test split through the test-set cache (:mod:`clipfit.data.testcache`; ``build``: write
+    an entry when there is none); without it the images are decoded and normalised the same way.
     """
     head = head or ClipHead()
     was_training = model.training
     model.eval()
     samples = subset.relabel(test)
     inputs = head.class_inputs(tokenizer, model, template, subset.classnames).to(device)
-    loader = eval_loader(samples, reader, spec, batch_size, num_workers, env.rank, env.world_size)
+    images = images or TestImages(spec, reader, policy=CachePolicy(enabled=False))
+    loader = images.batches(
+        samples, batch_size, device, num_workers=num_workers, build=build, rank=env.rank, world_size=env.world_size
+    )
     encode = lambda images: head.encode_images(model, images)  # noqa: E731
     feats, labels = image_features(model, loader, device, precision, f"eval {subset.name}", encode)
     correct = int(predict_classes(model, head, inputs, feats, device, precision).eq(labels).sum())
@@ -175,6 +185,7 @@ def evaluate_subsets(
     ``head`` is the recipe's head (CoOp's context, CLIP-Adapter's adapter); plain CLIP when None.
     """
     accuracies = {}
+    images = TestImages.of(dataset, bundle.preprocess, settings.cache)
     for name, subset in subsets.items():
         wanted = set(subset.labels)
         test = cap_samples([s for s in dataset.test if s.label in wanted], settings.max_images)
@@ -192,6 +203,8 @@ def evaluate_subsets(
             num_workers=settings.workers(dataset),
             env=settings.env,
             head=head,
+            images=images,
+            build=settings.max_images is None,  # a capped evaluation reads an entry but does not write one
         )
     return summarise(accuracies)
 

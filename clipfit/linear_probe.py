@@ -25,6 +25,7 @@ import torch
 from clipfit.data.loaders import eval_loader
 from clipfit.data.prepare import RunData
 from clipfit.data.sampling import few_shot_split
+from clipfit.data.testcache import TestImages
 from clipfit.errors import ClipfitError
 from clipfit.evaluate import EvalSettings, cap_samples, image_features
 from clipfit.models import ModelBundle
@@ -119,9 +120,14 @@ def evaluate_linear_probe(bundle: ModelBundle, data: RunData, settings: EvalSett
     subset, env, device = data.train_subset, settings.env, settings.device
     wanted = set(subset.labels)
     test = subset.relabel(cap_samples([s for s in data.dataset.test if s.label in wanted], settings.max_images))
-    workers = settings.workers(data.dataset)
-    loader = eval_loader(
-        test, data.dataset.reader, bundle.preprocess, settings.batch_size, workers, env.rank, env.world_size
+    loader = TestImages.of(data.dataset, bundle.preprocess, settings.cache).batches(
+        test,
+        settings.batch_size,
+        device,
+        num_workers=settings.workers(data.dataset),
+        build=settings.max_images is None,
+        rank=env.rank,
+        world_size=env.world_size,
     )
     feats, labels = image_features(bundle.model, loader, device, settings.precision, "eval probe")
     probe = bundle.model.probe

@@ -54,9 +54,11 @@ LAYERS_FILE = "layers.jsonl"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_META_FILE = "checkpoint.json"
 LOCK_FILE = "run.lock"
+ERROR_FILE = "error.txt"  # why the last attempt of a sweep's cell failed (clipfit.sweeps); removed when it finishes
 EVAL_DIR = "eval"
 RUN_FILES = (
     CONFIG_FILE, RESULTS_FILE, LOG_FILE, METRICS_FILE, LAYERS_FILE, CHECKPOINT_FILE, CHECKPOINT_META_FILE, LOCK_FILE,
+    ERROR_FILE,
 )  # fmt: skip
 
 # A live run refreshes its lock file's time every LOCK_REFRESH_S. A lock of this machine is stale when its
@@ -68,7 +70,7 @@ LOCK_STALE_S = 15 * 60.0
 # Settings that change how fast a run goes or how it logs, never its results: they may differ on resume.
 RESULT_NEUTRAL = {
     ("device",), ("eval_batch_size",), ("data", "num_workers"), ("log_every",), ("compile",), ("grad_checkpointing",),
-    ("checkpoint_every",), ("val_every",),
+    ("checkpoint_every",), ("val_every",), ("eval_cache",),
 }  # fmt: skip
 
 
@@ -572,6 +574,15 @@ class RunDir:
         if self.writable:
             self._check_lock()
             atomic_write_text(self.file(RESULTS_FILE), json.dumps(results, indent=2) + "\n")
+
+    def write_error(self, text: str) -> None:
+        """Why this run failed (a sweep writes it for a failed cell; the folder is created if needed)."""
+        if self.writable:
+            atomic_write_text(self.file(ERROR_FILE), text if text.endswith("\n") else text + "\n")
+
+    def clear_error(self) -> None:
+        if self.writable:
+            self.file(ERROR_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ logs
 

@@ -51,9 +51,10 @@ def eval_targets(
     """Evaluate a trained run on other datasets; returns each target's results (also written to ``out``).
 
     ``cfg_overrides`` replaces run settings that do not change what the model is (device,
-    precision, eval batch size, max eval images); ``zero_shot=False`` skips the zero-shot comparison.
-    Every target's test images are checked before the model is built; ``skip_bad_images`` leaves the
-    unreadable ones out (recorded in the target's results.json, marked not comparable) instead of stopping.
+    precision, eval batch size, max eval images, the test-set cache and decoder); ``zero_shot=False``
+    skips the zero-shot comparison. Every target's test images are checked before the model is built;
+    ``skip_bad_images`` leaves the unreadable ones out (recorded in the target's results.json, marked not
+    comparable) instead of stopping.
     """
     cfg, ckpt, _ = load_run(run_dir)
     if not ckpt.meta.get("complete", True):

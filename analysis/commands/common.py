@@ -3,8 +3,9 @@
 Every contact of the commands with clipfit's run-level code is here: the run's data
 (:mod:`clipfit.data.prepare`), its trained model (:mod:`clipfit.trained`), its values at the
 pretrained point (:func:`clipfit.checkpoint.checkpoint_values`), its training objective and batches
-(:mod:`clipfit.objective`, :class:`clipfit.data.loaders.TrainBatches`) and its files
-(:mod:`clipfit.rundir`). None of them is re-implemented here.
+(:mod:`clipfit.objective`, :class:`clipfit.data.loaders.TrainBatches`), its test images (through the
+test-set cache, :mod:`clipfit.data.testcache`) and its files (:mod:`clipfit.rundir`). None of them is
+re-implemented here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from analysis.tsne import spread
 from clipfit.checkpoint import CheckpointError, apply_checkpoint, checkpoint_values
 from clipfit.config import RunConfig, resolve
 from clipfit.console import run_command, setup_logging
-from clipfit.data.loaders import TrainBatches, eval_loader
+from clipfit.data.loaders import TrainBatches
 from clipfit.data.prepare import RunData, prepare_data
+from clipfit.data.testcache import TestImages
 from clipfit.evaluate import cap_samples
 from clipfit.files import check_output_folder
 from clipfit.heads import ClipHead
@@ -48,6 +50,7 @@ __all__ = [
     "run_command",
     "setup_logging",
     "signature",
+    "test_images",
     "train_batches",
     "trained_model",
 ]
@@ -154,9 +157,15 @@ def train_batches(
     return TrainBatches(data.train, reader, spec, scale, batch_size, seed, cache=cache).first(batches)
 
 
+def test_images(data: RunData, spec) -> TestImages:
+    """The run's test split at the model's input, read from the test-set cache when a run left an entry there
+    (an analysis never writes one: it embeds a few hundred images)."""
+    return TestImages.of(data.dataset, spec)
+
+
 def eval_batches(samples, data: RunData, spec, batch_size: int) -> Iterator[tuple]:
-    """Test-transformed batches of ``samples`` in order."""
-    yield from eval_loader(samples, data.dataset.reader, spec, batch_size, 0)
+    """Test-transformed batches of ``samples`` in order (normalised on the CPU; test images from the cache)."""
+    yield from test_images(data, spec).batches(samples, batch_size, "cpu", build=False)
 
 
 def _subset(data: RunData, name: str | None):

@@ -28,6 +28,7 @@ from analysis.commands.common import (
     label_space_images,
     load_sources,
     prepare_data,
+    test_images,
     trained_model,
 )
 from analysis.features import image_states, text_states
@@ -71,10 +72,13 @@ def rep_change_of(source: Source, opts: RepChangeOptions, dev: torch.device) -> 
     bundle = trained_model(source, opts.pretrained, dev)
     tokens = class_tokens(bundle.tokenizer, bundle.model, data.template, data.dataset.classnames)
 
+    images = test_images(data, bundle.preprocess)
+
     def states(desc: str, encode=None) -> dict[str, dict[str, torch.Tensor]]:
         image, _ = image_states(
-            bundle.model, samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, True, desc, encode
-        )
+            bundle.model, samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, True, desc, encode,
+            images,
+        )  # fmt: skip
         return {"image": image, "text": text_states(bundle.model, tokens)}
 
     # the fine-tuned image output goes through the recipe's head (CLIP-Adapter's adapter); the text

@@ -25,6 +25,7 @@ from analysis.commands.common import (
     label_space_images,
     load_sources,
     prepare_data,
+    test_images,
     trained_model,
 )
 from analysis.errors import AnalysisError
@@ -73,12 +74,13 @@ def run_tsne(opts: TsneOptions, common: Common) -> list[ReportFigure]:
             raise AnalysisError(f"{run.path} was trained on another dataset than {source.path}; t-SNE needs one")
         bundle = trained_model(run, opts.pretrained, dev)
         args = (samples, data.dataset.reader, bundle.preprocess, dev, opts.batch_size, False)
+        images = test_images(data, bundle.preprocess)
         if i == 0:
             with checkpoint_values(bundle.model, run.ckpt, "init", model_name=bundle.name):
-                zero, labels = image_states(bundle.model, *args, desc="features (zero-shot)")
+                zero, labels = image_states(bundle.model, *args, desc="features (zero-shot)", images=images)
             features["zero-shot"] = zero["output"].numpy()
         with_head = functools.partial(bundle.head.encode_images, bundle.model)  # e.g. CLIP-Adapter's adapter
-        tuned, _ = image_states(bundle.model, *args, desc=f"features ({name})", encode=with_head)
+        tuned, _ = image_states(bundle.model, *args, desc=f"features ({name})", encode=with_head, images=images)
         features[name] = tuned["output"].numpy()
     shown = {"zero-shot", *{names[list(config_of.values()).index(c)] for c in dict.fromkeys(config_of.values())}}
     points, metrics = tsne_tables(

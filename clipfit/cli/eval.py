@@ -64,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--max-eval-images", type=int, help="cap test images per dataset (quick checks; not comparable)")
+    p.add_argument(
+        "--eval-cache",
+        metavar="on|off|SIZE",
+        help="the preprocessed test-set cache: on (default, at most 64GB), off, or a size cap such as 20GB "
+        "(default: $CLIPFIT_EVAL_CACHE, else on)",
+    )
+    p.add_argument(
+        "--eval-decoder",
+        choices=("pil", "nvjpeg"),
+        help="how test JPEGs are decoded (default: the run's; pil unless it trained with nvjpeg)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
     add_version_flag(p)
@@ -98,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision,
         "eval_batch_size": args.eval_batch_size,
         "max_eval_images": args.max_eval_images,
+        "eval_cache": args.eval_cache,
+        "eval_decoder": args.eval_decoder,
     }
 
     def body() -> int:

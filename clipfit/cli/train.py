@@ -14,7 +14,12 @@ Examples::
 
 Several datasets, settings, shots or seeds make a sweep: one run directory per combination,
 <out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>/; finished runs are skipped and half-finished
-ones resumed, so an interrupted sweep continues where it stopped when run again.
+ones resumed, so an interrupted sweep continues where it stopped when run again. --workers N runs the
+sweep's runs in N processes (one per GPU: --workers auto), --cluster slurm as SLURM array tasks:
+
+    clipfit-train --datasets all --data-root ~/data --seeds 1 2 3 --workers auto
+    clipfit-train --datasets all --data-root ~/data --seeds 1 2 3 --cluster slurm \\
+        --cluster-option timeout_min=240 slurm_partition=gpu gpus_per_node=1 cpus_per_task=8
 """
 
 from __future__ import annotations
@@ -39,19 +44,15 @@ from clipfit.config import (
 from clipfit.console import (
     ArgumentParser,
     add_version_flag,
-    format_metrics,
     next_commands,
     results_next_commands,
     results_table,
     run_command,
     setup_logging,
 )
-from clipfit.data.base import DataError
 from clipfit.data.registry import expand_names, get_spec
 from clipfit.data.sampling import ALL_SHOTS
-from clipfit.errors import ClipfitError, ConfigError
-from clipfit.files import DiskFullError
-from clipfit.metrics import mean_over_seeds
+from clipfit.errors import ConfigError
 from clipfit.recipes import RECIPES, head_options
 from clipfit.tracking import parse_report_to
 
@@ -209,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default 256)")
     r.add_argument("--max-eval-images", type=int, help="cap test images per label space (quick checks; not comparable)")
+    r.add_argument(
+        "--eval-cache",
+        metavar="on|off|SIZE",
+        help="keep each test set's preprocessed pixels in the cache directory so later evaluations decode nothing: "
+        "on (default, at most 64GB), off, or a size cap such as 20GB (default: $CLIPFIT_EVAL_CACHE, else on)",
+    )
+    r.add_argument(
+        "--eval-decoder",
+        choices=("pil", "nvjpeg"),
+        help="how test JPEGs are decoded: pil (default; the test transform itself) or nvjpeg (on the GPU, in "
+        "batches; slightly different pixels, so its accuracies can differ by a few images)",
+    )
     s = p.add_argument_group("speed (never changes what is trained)")
     s.add_argument(
         "--compile",
@@ -239,6 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute transformer block activations in backward to save memory: text (grows with the "
         "class count), image, or all (the default when the flag is given alone)",
     )
+    w = p.add_argument_group("sweeps (several runs in parallel; see docs/training.md)")
+    w.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="run a sweep's runs in N worker processes on this machine: one GPU each when there are GPUs (auto: one "
+        "per GPU), else CPU processes with cores/N torch threads each (default 1: one after the other)",
+    )
+    w.add_argument(
+        "--cluster",
+        choices=("slurm", "local", "debug"),
+        help="submit each unfinished run of the sweep as a SLURM array task through submitit (local: as processes "
+        "of this machine, debug: in this process, to try it); waits and prints the same summary. Needs "
+        "pip install 'clipfit[submitit]'",
+    )
+    w.add_argument(
+        "--cluster-option",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="submitit parameters, e.g. timeout_min=240 slurm_partition=gpu gpus_per_node=1 cpus_per_task=8 "
+        "mem_gb=64 slurm_array_parallelism=32",
+    )
+    w.add_argument("--cluster-folder", help="where submitit keeps its job files and logs (default <out>/.submitit)")
     r.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
     r.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final table")
     add_version_flag(p)
@@ -294,6 +329,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         grad_checkpointing=args.grad_checkpointing,
         checkpoint_every=args.checkpoint_every,
         val_every=args.val_every,
+        eval_cache=args.eval_cache,
+        eval_decoder=args.eval_decoder,
     )
     return cfg
 
@@ -323,72 +360,48 @@ def run_configs(args: argparse.Namespace) -> list[RunConfig]:
     return configs
 
 
-def _axes(cfg: RunConfig) -> str:
-    return f"{cfg.data.dataset:<16} {cfg.data.setting:<8} {cfg.recipe:<13} shots {cfg.data.shots:<2}"
-
-
-def _format(metrics: dict[str, float | None] | None) -> str:
-    return format_metrics(metrics, width=6) if metrics else ""
-
-
 def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> int:
-    """Run every configuration into its own directory; a dataset whose data fails is skipped, the rest go on."""
-    from clipfit.run import train_run
-    from clipfit.rundir import RunLockedError, default_run_dir
+    """Run every configuration into its own directory (clipfit.sweeps: in this process, in --workers processes or
+    as --cluster array tasks); a failed run does not stop the others, a dataset whose data fails is skipped."""
+    from clipfit import sweeps
+    from clipfit.rundir import default_run_dir
 
-    rows: list[tuple[RunConfig, Path, dict | None, str]] = []
-    broken: dict[str, str] = {}
-    for i, cfg in enumerate(configs, 1):
-        run_dir = default_run_dir(args.out, resolve(cfg))
-        label = f"{cfg.data.dataset} {cfg.data.setting} {cfg.recipe} shots {cfg.data.shots} seed {cfg.seed}"
-        if cfg.data.dataset in broken:
-            rows.append((cfg, run_dir, None, "skipped: data error above"))
-            continue
-        logger.info("[%d/%d] %s -> %s", i, len(configs), label, run_dir)
-        try:
-            results = train_run(
-                cfg, run_dir, env=env, overwrite=args.overwrite, dry_run=args.dry_run,
-                report_to=parse_report_to(args.report_to),
-            )  # fmt: skip
-            rows.append((cfg, run_dir, results, "dry run: data resolved" if args.dry_run else ""))
-        except ClipfitError as exc:
-            if isinstance(exc, DiskFullError) or (env.distributed and not isinstance(exc, (DataError, RunLockedError))):
-                # A full disk fails every later run too. Under torchrun an error may be raised on some
-                # processes only (rank 0 alone writes files): going on would leave the others waiting in a
-                # collective of this run. Stop the whole job; the same command resumes the sweep. (A data
-                # error is met by every process alike: each reads the dataset after the main process; so is
-                # a locked folder: rank 0 tells the others.)
-                raise
-            logger.error("%s: %s", label, exc)
-            note = f"failed: {type(exc).__name__}"
-            if isinstance(exc, DataError):
-                broken[cfg.data.dataset], note = str(exc), "failed: data error"
-            elif isinstance(exc, RunLockedError):
-                note = "skipped: another process trains it"
-            rows.append((cfg, run_dir, None, note))
+    cells = [
+        sweeps.Cell(i, cfg.to_dict(), str(default_run_dir(args.out, resolve(cfg)))) for i, cfg in enumerate(configs)
+    ]
+    options = sweeps.CellOptions(args.overwrite, args.dry_run, tuple(parse_report_to(args.report_to)))
+    outcomes = _launcher(args, env).run(cells, options)
     if env.is_main:
-        print(f"sweep of {len(configs)} runs (zero-shot in brackets):")
-        for cfg, run_dir, results, note in rows:
-            head = f"{_axes(cfg)} seed {cfg.seed:<2}"
-            if results:
-                print(f"  {head}  {_format(results['metrics'])}  [{_format(results['zero_shot'])}]  {run_dir}")
-            else:
-                print(f"  {head}  {note}  {run_dir}")
-        groups: dict[tuple, list[dict]] = {}
-        for cfg, _, results, _ in rows:
-            if results:
-                groups.setdefault(_axes(cfg), []).append(results)
-        if any(len(v) > 1 for v in groups.values()):
-            print("means over seeds (HM of the mean Base and mean New):")
-            for axes, results in groups.items():
-                print(f"  {axes} {len(results)} seeds  {_format(mean_over_seeds([r['metrics'] for r in results]))}")
+        print(sweeps.summary(cells, outcomes))
         if not args.dry_run:
             logger.info(results_next_commands(args.out))
-    failed = sum(1 for _, _, results, note in rows if results is None and not note.startswith("dry run"))
+    failed = sweeps.failures(outcomes)
     if failed:
-        logger.error("%d of %d runs failed or were skipped; see the messages above", failed, len(rows))
+        logger.error("%d of %d runs failed or were skipped; see the messages above", failed, len(cells))
         return 2
     return 0
+
+
+def _launcher(args: argparse.Namespace, env: DistEnv):
+    from clipfit import sweeps
+
+    workers = args.workers or "1"
+    if workers != "auto" and not workers.isdigit():
+        raise ConfigError(f"--workers takes a number or auto, got {workers!r}")
+    if (args.cluster or workers != "1") and env.distributed:
+        raise ConfigError(
+            "--workers and --cluster run a sweep's runs in processes of their own; under torchrun every run uses "
+            "all processes: drop one of them"
+        )
+    if args.cluster:
+        if workers != "1":
+            raise ConfigError("--cluster runs one array task per run; --workers does not apply to it")
+        folder = Path(args.cluster_folder) if args.cluster_folder else Path(args.out) / ".submitit"
+        parameters = sweeps.parse_cluster_options(args.cluster_option)
+        return sweeps.SubmititLauncher(sweeps.submitit_executor(args.cluster, folder, parameters))
+    if workers == "1":
+        return sweeps.Sequential(env)
+    return sweeps.LocalPool.for_machine(workers, args.device)
 
 
 def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
@@ -401,6 +414,7 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
     _set(
         cfg, device=args.device, eval_batch_size=args.eval_batch_size, compile=args.compile,
         grad_checkpointing=args.grad_checkpointing, checkpoint_every=args.checkpoint_every, val_every=args.val_every,
+        eval_cache=args.eval_cache,
     )  # fmt: skip
     _set(cfg.data, num_workers=args.num_workers)
     if args.train_cache is not None and args.train_cache != cfg.data.train_cache:

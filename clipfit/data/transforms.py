@@ -44,6 +44,39 @@ def image_tensor(image: Image.Image) -> torch.Tensor:
     return TF.pil_to_tensor(image.convert("RGB"))
 
 
+def test_pixels(spec: PreprocessSpec) -> T.Compose:
+    """The deterministic part of :func:`test_transform`: the resized, centre-cropped image as uint8 (3, S, S).
+
+    :func:`normalise_table` then gives exactly the values :func:`test_transform` gives (tested bit for bit):
+    this split is what lets the preprocessed test-set cache (:mod:`clipfit.data.testcache`) keep uint8 pixels
+    and normalise them on the model's device.
+    """
+    return T.Compose(
+        [
+            T.Resize(spec.size, interpolation=interpolation(spec), antialias=True),
+            T.CenterCrop(spec.size),
+            T.PILToTensor(),
+        ]
+    )
+
+
+def normalise_table(spec: PreprocessSpec) -> torch.Tensor:
+    """(3, 256) float32: ToTensor + Normalize of every uint8 value of each channel, computed on the CPU with
+    torchvision's own operations, so a lookup in it equals :func:`test_transform`'s arithmetic on any device."""
+    values = torch.arange(256, dtype=torch.uint8).expand(3, 1, 256)
+    return TF.normalize(values.to(torch.float32).div(255), spec.mean, spec.std).reshape(3, 256)
+
+
+def normalise(pixels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """float32 images from uint8 (B, 3, H, W) pixels by lookup in ``table`` (:func:`normalise_table`, on the
+    pixels' device): on a GPU this is where normalisation happens, after a uint8 copy (a quarter of the bytes)."""
+    out = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
+    rest = (pixels.shape[0], *pixels.shape[2:])
+    for c in range(pixels.shape[1]):
+        out[:, c] = table[c].index_select(0, pixels[:, c].reshape(-1).to(torch.int32)).view(rest)
+    return out
+
+
 def decode_for_cache(image: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 (3, H, W) tensor with the short side resized to the crop size (``--train-cache crop-size``)."""
     if min(image.size) != spec.size:
