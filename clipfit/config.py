@@ -33,6 +33,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "half")
 GRAD_CHECKPOINTING = ("text", "image", "all")
 # where training views are cropped from (clipfit.data.loaders.TrainBatches): the original images, or a crop-size copy
 TRAIN_CACHES = ("none", "crop-size")
+# how the test-set cache decodes test images (clipfit.data.testcache): PIL in DataLoader workers, or nvjpeg on the GPU
+EVAL_DECODERS = ("pil", "nvjpeg")
+# submitit's executors for a sweep's runs (clipfit.sweeps): a SLURM cluster, or local processes to try it
+CLUSTERS = ("slurm", "local", "debug")
 
 # ---------------------------------------------------------------------------- paper presets
 # The per-dataset epochs and few-shot lambda are in each dataset's record (clipfit.data.catalog);
@@ -226,6 +230,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     from clipfit.data.testcache import CachePolicy
 
     cfg.eval_decoder = CachePolicy.parse(cfg.eval_cache, cfg.eval_decoder).decoder  # also checks --eval-cache
+    if isinstance(cfg.data.shots, str) and cfg.data.shots != ALL_SHOTS:
+        raise ConfigError(f"shots must be a number of images per class or '{ALL_SHOTS}', got {cfg.data.shots!r}")
     for name, value, low in (
         ("epochs", cfg.optim.epochs, 1),
         ("batch size", cfg.optim.batch_size, 1),
@@ -236,8 +242,6 @@ def resolve(cfg: RunConfig) -> RunConfig:
     ):
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
-    if isinstance(cfg.data.shots, str) and cfg.data.shots != ALL_SHOTS:
-        raise ConfigError(f"shots must be a number of images per class or '{ALL_SHOTS}', got {cfg.data.shots!r}")
     if cfg.optim.warmup_epochs < 0 or cfg.optim.warmup_epochs >= cfg.optim.epochs:
         raise ConfigError(f"warm-up epochs must be in [0, epochs), got {cfg.optim.warmup_epochs}")
     optim = cfg.optim

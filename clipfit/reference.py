@@ -122,7 +122,10 @@ def self_check(
         "comparable": comparable,
         "ok": ok,
     }
-    shown = ", ".join(f"{k} {measured.get(k):.2f} vs {v:.2f} ({differences[k]:+.2f})" for k, v in published.items())
+    shown = ", ".join(
+        f"{k} {measured[k]:.2f} vs {v:.2f} ({differences[k]:+.2f})" if k in differences else f"{k} n/a vs {v:.2f}"
+        for k, v in published.items()
+    )
     logger.info("zero-shot self-check against %s on %s: %s", reference.name, dataset, shown)
     if not ok:
         causes = list(LIKELY_CAUSES)

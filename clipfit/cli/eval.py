@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from clipfit.config import PRECISIONS, check_run_options
+from clipfit.config import EVAL_DECODERS, PRECISIONS, check_run_options
 from clipfit.console import (
     ArgumentParser,
     add_version_flag,
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--eval-decoder",
-        choices=("pil", "nvjpeg"),
+        choices=EVAL_DECODERS,
         help="how test JPEGs are decoded (default: the run's; pil unless it trained with nvjpeg)",
     )
     p.add_argument("-v", "--verbose", action="count", default=0)

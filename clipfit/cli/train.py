@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipfit.config import (
+    CLUSTERS,
+    EVAL_DECODERS,
     GRAD_CHECKPOINTING,
     PRECISIONS,
     PRESETS,
@@ -157,18 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name, option in head_options().items():
         flag = f"--{name.replace('_', '-')}"
         h.add_argument(flag, dest=name, type=option.metadata["type"], help=option.metadata["help"])
-    o = p.add_argument_group("optimisation (defaults: the paper's values)")
-    o.add_argument("--epochs", type=int, help="epochs (default 100; 10 for imagenet and food101)")
-    o.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.002; full fine-tuning 1e-4)")
+    o = p.add_argument_group(
+        "optimisation (defaults: the paper's values; cocoop, kgcoop and maple use their own papers', docs/recipes.md)"
+    )
+    o.add_argument("--epochs", type=int, help="epochs (default 100; 10 for imagenet and food101; cocoop 10, maple 5)")
+    o.add_argument(
+        "--lr", type=float, help="peak SGD learning rate (default 0.002; full fine-tuning 1e-4, maple 0.0035)"
+    )
     o.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     o.add_argument("--weight-decay", type=float, help="weight decay of the trained tensors (default 5e-4)")
     o.add_argument("--warmup-epochs", type=int, help="epochs at the warm-up learning rate (default 1)")
     o.add_argument("--warmup-lr", type=float, help="constant warm-up learning rate (default 1e-5)")
-    o.add_argument("--batch-size", type=int, help="images per step over all processes (default 32)")
+    o.add_argument(
+        "--batch-size", type=int, help="images per step over all processes (default 32; cocoop 1, maple 4, kgcoop 128)"
+    )
     o.add_argument(
         "--reg-weight",
         type=float,
-        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397; 0 for baselines)",
+        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397; kgcoop 8; other "
+        "baselines 0)",
     )
     o.add_argument(
         "--seed",
@@ -218,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--eval-decoder",
-        choices=("pil", "nvjpeg"),
+        choices=EVAL_DECODERS,
         help="how test JPEGs are decoded: pil (default; the test transform itself) or nvjpeg (on the GPU, in "
         "batches; slightly different pixels, so its accuracies can differ by a few images)",
     )
@@ -261,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--cluster",
-        choices=("slurm", "local", "debug"),
+        choices=CLUSTERS,
         help="submit each unfinished run of the sweep as a SLURM array task through submitit (local: as processes "
         "of this machine, debug: in this process, to try it); waits and prints the same summary. Needs "
         "pip install 'clipfit[submitit]'",
@@ -382,6 +391,21 @@ def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> i
     return 0
 
 
+def _check_launch_flags(args: argparse.Namespace) -> bool:
+    """Whether --cluster or --workers ask for a launcher; refuses the combinations that would ignore them."""
+    launched = bool(args.cluster) or (args.workers not in (None, "1"))
+    if (args.cluster_option or args.cluster_folder) and not args.cluster:
+        raise ConfigError("--cluster-option and --cluster-folder configure --cluster; add --cluster slurm (or local)")
+    if launched and args.resume:
+        raise ConfigError(
+            "--resume continues one run in this process; to resume runs on a cluster or in workers, run the same "
+            "sweep command again (finished runs are skipped, interrupted ones resume)"
+        )
+    if launched and args.run_dir:
+        raise ConfigError("--run-dir names one run's folder here; --cluster and --workers use <out>/... folders")
+    return launched
+
+
 def _launcher(args: argparse.Namespace, env: DistEnv):
     from clipfit import sweeps
 
@@ -404,6 +428,28 @@ def _launcher(args: argparse.Namespace, env: DistEnv):
     return sweeps.LocalPool.for_machine(workers, args.device)
 
 
+def _refuse_changed_settings(run_dir: Path, cfg: RunConfig, args: argparse.Namespace) -> None:
+    """--resume with a flag that would change the results (--lr, --epochs, --eval-decoder, ...) and a value other
+    than the run's: refused, naming each, instead of silently training on with the stored value."""
+    from clipfit.rundir import RESULT_NEUTRAL, RunError
+    from clipfit.rundir import _flatten as flatten_settings  # TODO(after the split): public name
+
+    given = flatten_settings(config_from_args(args).to_dict())
+    default = flatten_settings(RunConfig().to_dict())
+    stored = flatten_settings(cfg.to_dict())
+    changed = [
+        f"{'.'.join(key)} {stored.get(key)!r} (given {value!r})"
+        for key, value in given.items()
+        if value != default.get(key) and key not in RESULT_NEUTRAL and key != ("data", "train_cache")
+        and value != stored.get(key)
+    ]  # fmt: skip
+    if changed:
+        raise RunError(
+            f"cannot resume {run_dir} with other settings: the run has {'; '.join(changed)}. Drop those flags to "
+            "resume it as it was, or start a new run (another --out or --run-dir)"
+        )
+
+
 def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
     from clipfit.rundir import CONFIG_FILE, RunDir, RunError
 
@@ -417,6 +463,7 @@ def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
         eval_cache=args.eval_cache,
     )  # fmt: skip
     _set(cfg.data, num_workers=args.num_workers)
+    _refuse_changed_settings(run_dir, cfg, args)
     if args.train_cache is not None and args.train_cache != cfg.data.train_cache:
         # it changes what is trained: the rest of the run must crop its views as its first epochs did
         raise RunError(
@@ -440,12 +487,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         report_to = parse_report_to(args.report_to)  # a missing tracker package is refused before anything runs
+        launched = _check_launch_flags(args)
         if args.resume:
             run_dir = Path(args.resume)
             cfg = _resume_config(run_dir, args)
         else:
             configs = run_configs(args)
-            if len(configs) > 1:
+            if len(configs) > 1 or launched:  # --cluster / --workers: even one run goes through the launcher
                 return sweep(configs, args, env)
             cfg = configs[0]
             run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.out, resolve(cfg))

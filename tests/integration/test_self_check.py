@@ -9,6 +9,7 @@ template ("{} texture."), which differs from DTD's fine-tuning template.
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from fixture_trees import add_dtd_class, build
@@ -91,3 +92,14 @@ def test_transfer_targets_are_checked_on_all_classes(tiny_weights, tmp_path, mon
     checked = json.loads((target / "dtd" / "results.json").read_text())["self_check"]
     assert checked["published"] == {"acc": pytest.approx(acc + 3)} and not checked["ok"]
     assert plain["setting"] == "base2new"
+
+
+def test_a_missing_measured_number_is_shown_as_n_a_not_a_crash(monkeypatch, caplog):
+    _register(monkeypatch, "w.safetensors", {"dtd": (50.0, 40.0, 44.44)})
+    with caplog.at_level(logging.INFO, logger="clipfit"):
+        check = reference.self_check(
+            "clipfit-tiny", "w.safetensors", "gelu", "dtd", "base2new", True,
+            {"base_acc": 50.5, "new_acc": None, "hm": None}, "a photo of a {}.",
+        )  # fmt: skip
+    assert check is not None and check["difference"] == {"base_acc": 0.5}
+    assert "base_acc 50.50 vs 50.00 (+0.50), new_acc n/a vs 40.00, hm n/a vs 44.44" in caplog.text

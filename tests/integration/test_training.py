@@ -216,6 +216,10 @@ def test_a_killed_and_resumed_run_on_image_files_ends_bit_identical(
     assert f"the run trains with --train-cache {cache}" in capsys.readouterr().err
     assert train.main(tiny_argv(killed, **{**flags, "train_cache": other})) == 2
     assert f"data.train_cache: '{cache}' -> '{other}'" in capsys.readouterr().err
+    # any other result-changing flag is refused by name, never silently replaced by the stored value
+    assert train.main(["--resume", str(killed), "--lr", "0.5", "--max-eval-images", "3", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "optim.lr" in err and "(given 0.5)" in err and "max_eval_images" in err
     assert train.main(["--resume", str(killed), "--num-workers", "1", "-q"]) == 0
 
     a, b = load_checkpoint(through), load_checkpoint(killed)

@@ -131,6 +131,26 @@ def test_sweep_options_are_refused_with_one_line(tmp_path):
     }
 
 
+def test_launch_flags_that_would_be_ignored_are_refused_and_one_run_goes_through_the_launcher(tmp_path, monkeypatch):
+    from clipfit.cli import train
+
+    one = ["--seeds", "1", "--out", str(tmp_path), "--model", "clipfit-tiny", "--pretrained", "none"]
+    for extra, says in (
+        (["--cluster-option", "timeout_min=5"], "configure --cluster"),
+        (["--cluster-folder", str(tmp_path / "jobs")], "configure --cluster"),
+        (["--workers", "2", "--resume", str(tmp_path)], "--resume continues one run"),
+        (["--cluster", "debug", "--run-dir", str(tmp_path / "one")], "--run-dir names one run"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            train._check_launch_flags(train.build_parser().parse_args([*one, *extra]))
+    assert not train._check_launch_flags(train.build_parser().parse_args(one))
+    # a single run with --workers is a sweep of one: it reaches the launcher instead of running here
+    seen = []
+    monkeypatch.setattr(train, "sweep", lambda configs, args, env: seen.append(len(configs)) or 0)
+    assert train.main([*one, "--workers", "2", "-q"]) == 0
+    assert seen == [1]
+
+
 def test_a_machine_without_gpus_runs_cpu_workers(monkeypatch):
     import torch
 
