@@ -48,7 +48,8 @@ from clipfit.data.base import DataError
 from clipfit.errors import ClipfitError, ConfigError
 from clipfit.files import DiskFullError
 from clipfit.metrics import mean_over_seeds
-from clipfit.rundir import RunDir, RunLock, RunLockedError
+from clipfit.rundir import RunDir
+from clipfit.runlock import RunLock, RunLockedError
 from clipfit.runtime import DistEnv
 
 logger = logging.getLogger(__name__)

@@ -405,7 +405,8 @@ def _launcher(args: argparse.Namespace, env: DistEnv):
 
 
 def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
-    from clipfit.rundir import CONFIG_FILE, RunDir, RunError
+    from clipfit.errors import RunError
+    from clipfit.rundir import CONFIG_FILE, RunDir
 
     cfg = RunDir(run_dir).config()
     if cfg is None:

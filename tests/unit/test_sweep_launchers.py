@@ -16,8 +16,8 @@ import pytest
 from clipfit import sweeps
 from clipfit.config import RunConfig
 from clipfit.data.base import DataError
-from clipfit.errors import ConfigError
-from clipfit.rundir import ERROR_FILE, RunError
+from clipfit.errors import ConfigError, RunError
+from clipfit.rundir import ERROR_FILE
 from clipfit.runtime import DistEnv
 
 
