@@ -32,3 +32,7 @@ def _worker_message(message: str, cls: type) -> str:
 
 class ConfigError(ClipfitError, ValueError):
     """A setting is out of range or unknown."""
+
+
+class RunError(ClipfitError, RuntimeError):
+    """A run directory is in a state that would lose data or mix two runs (:mod:`clipfit.rundir`, its lock)."""

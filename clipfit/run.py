@@ -27,7 +27,8 @@ from clipfit.models import ModelBundle, build_model, to_half
 from clipfit.provenance import signature, versions
 from clipfit.recipes import Recipe, apply_recipe, count_parameters, describe_selection, get_recipe, summary_line
 from clipfit.reference import self_check
-from clipfit.rundir import RUN_FILES, RunDir, RunLockedError
+from clipfit.rundir import RUN_FILES, RunDir
+from clipfit.runlock import RunLockedError
 from clipfit.runtime import (
     DistEnv,
     barrier,

@@ -19,6 +19,7 @@ from clipfit.data.base import DataError
 from clipfit.data.registry import get_spec, load_dataset
 from clipfit.data.sampling import class_subsets
 from clipfit.data.verify import check_images, without
+from clipfit.errors import RunError
 from clipfit.evaluate import EvalSettings, evaluate_subsets
 from clipfit.files import check_output_folder
 from clipfit.heads import ClipHead
@@ -26,7 +27,7 @@ from clipfit.methods import method_of
 from clipfit.provenance import signature, versions
 from clipfit.recipes import get_recipe
 from clipfit.reference import self_check
-from clipfit.rundir import RunError, eval_run_dir, load_run
+from clipfit.rundir import eval_run_dir, load_run
 from clipfit.runtime import DistEnv, device_for, main_process_first, resolve_precision
 from clipfit.trained import build_trained_model
 

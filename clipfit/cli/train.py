@@ -370,8 +370,9 @@ def run_configs(args: argparse.Namespace) -> list[RunConfig]:
 
 
 def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> int:
-    """Run every configuration into its own directory (clipfit.sweeps: in this process, in --workers processes or
-    as --cluster array tasks); a failed run does not stop the others, a dataset whose data fails is skipped."""
+    """Run every configuration into its own directory (clipfit.sweeps: in this process or in --workers processes;
+    clipfit.cluster: as --cluster array tasks); a failed run does not stop the others, a dataset whose data fails is
+    skipped."""
     from clipfit import sweeps
     from clipfit.rundir import default_run_dir
 
@@ -421,8 +422,10 @@ def _launcher(args: argparse.Namespace, env: DistEnv):
         if workers != "1":
             raise ConfigError("--cluster runs one array task per run; --workers does not apply to it")
         folder = Path(args.cluster_folder) if args.cluster_folder else Path(args.out) / ".submitit"
-        parameters = sweeps.parse_cluster_options(args.cluster_option)
-        return sweeps.SubmititLauncher(sweeps.submitit_executor(args.cluster, folder, parameters))
+        from clipfit import cluster
+
+        parameters = cluster.parse_cluster_options(args.cluster_option)
+        return cluster.SubmititLauncher(cluster.submitit_executor(args.cluster, folder, parameters))
     if workers == "1":
         return sweeps.Sequential(env)
     return sweeps.LocalPool.for_machine(workers, args.device)
@@ -451,7 +454,8 @@ def _refuse_changed_settings(run_dir: Path, cfg: RunConfig, args: argparse.Names
 
 
 def _resume_config(run_dir: Path, args: argparse.Namespace) -> RunConfig:
-    from clipfit.rundir import CONFIG_FILE, RunDir, RunError
+    from clipfit.errors import RunError
+    from clipfit.rundir import CONFIG_FILE, RunDir
 
     cfg = RunDir(run_dir).config()
     if cfg is None:

@@ -8,35 +8,27 @@ model (every seed, recipe and zero-shot pass, clipfit-eval targets, the analyses
 memory-mapped and normalises them on the model's device (:func:`clipfit.data.transforms.normalise`). Both paths give
 the same uint8 pixels and the same normalisation table, so accuracies are identical to every digit either way.
 
-An entry is a folder ``<cache>/testsets/<dataset>-<size>px-<decoder>-<key>/`` (``<cache>``:
-:func:`clipfit.data.splits.cache_dir`) holding
-
-- ``pixels.u8``: N x 3 x S x S uint8, row i the i-th image of the test split;
-- ``crc32.u32``: the CRC-32 of every row (little-endian uint32), checked before the row is used;
-- ``manifest.json``: what the key was made of, N, S, the two files' sizes and the SHA-256 of ``crc32.u32``.
+An entry is a folder ``<cache>/testsets/<dataset>-<size>px-<decoder>-<key>/`` holding the pixels, a CRC-32 per
+row and a manifest; its layout, how it is written and renamed into place, and the builders' lock are
+:mod:`clipfit.data.cache_entries`.
 
 The key hashes everything that determines the pixels: the image folder, every test path in order with its file
 size and modification time, the input size, interpolation, resize rule (short side, antialiased) and crop (centre),
 the decoder, and the versions of Pillow, its JPEG library and torchvision. A changed split, image, preprocessing or
 library is another key; entries nobody uses any more age out under the size cap.
 
-An entry is written into a temporary folder beside it and renamed into place once its files are flushed and its
-manifest (written last) is there. A folder that fails any check (no or unreadable manifest, another key, wrong file
-sizes, a CRC table that does not match its hash) is removed and rebuilt, never read; a row whose CRC does not match
-is decoded from its image instead and the entry removed after that evaluation. One process builds an entry at a
-time (``<entry>.lock``, an advisory lock); another evaluating the same test set meanwhile decodes its images as if
-there were no cache. Builders that cannot see each other's lock (some network filesystems) both write temporary
-folders: the first rename wins and the other discards its copy.
+A folder that fails any check (no or unreadable manifest, another key, wrong file sizes, a CRC table that does
+not match its hash) is removed and rebuilt, never read; a row whose CRC does not match is decoded from its image
+instead and the entry removed after that evaluation. One process builds an entry at a time; another evaluating the
+same test set meanwhile decodes its images as if there were no cache.
 
 Disk: ``CLIPFIT_EVAL_CACHE`` (or ``--eval-cache``) is ``on`` (the default, at most 64 GB), ``off``, or a cap such as
 ``20GB``. Before a build the least recently used entries are removed to stay under the cap; a test set larger than
 the cap, or one that would leave less than 2 GB free on the disk, is evaluated from its images without caching.
 
-Decoders (``CLIPFIT_EVAL_DECODER`` or ``--eval-decoder``): ``pil``, the default, is the test transform itself.
-``nvjpeg`` decodes 8-bit three-component JPEGs on the GPU in batches (``torchvision.io.decode_jpeg``) and resizes
-them there; PNGs, grayscale, CMYK and anything the GPU decoder refuses go through PIL. Its pixels are not PIL's
-(another IDCT and chroma upsampling, torchvision's resize): accuracies can differ from ``pil`` by a few images, so its
-entries have their own key and a run records the decoder in its settings.
+Decoders (``CLIPFIT_EVAL_DECODER`` or ``--eval-decoder``): ``pil``, the default, is the test transform itself;
+``nvjpeg`` decodes JPEGs on the GPU (:mod:`clipfit.data.decoding`). Its pixels are not PIL's, so its entries have
+their own key and a run records the decoder in its settings.
 
 Not cached: generated data (the shapes world: its images are arrays in memory) and samples outside a dataset's test
 split. Under torchrun every process reads its shard from an existing entry but none builds one: the first
@@ -46,48 +38,47 @@ single-process evaluation of the test set does.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
-import io
 import itertools
 import json
 import logging
 import os
 import re
 import shutil
-import struct
-import tempfile
-import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from clipfit.data.base import Dataset, FileReader, ImageReader, Sample
-from clipfit.data.splits import cache_dir
+from clipfit.data.cache_entries import (
+    CRCS,
+    FORMAT,
+    MANIFEST,
+    PIXELS,
+    _Builder,
+    _Entry,
+    _Lock,
+    _remove_folder,
+    _remove_stale,
+    cache_entries,
+    entries_root,
+)
+from clipfit.data.decoding import GpuJpegDecoder, _decoded_batches
 from clipfit.data.transforms import normalise, normalise_table, test_pixels
 from clipfit.errors import ConfigError
-from clipfit.files import atomic_write_bytes, atomic_write_text, disk_full_message, is_disk_full
 from clipfit.models import PreprocessSpec
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1  # layout of an entry; another value is another key
 CACHE_ENV = "CLIPFIT_EVAL_CACHE"
 DECODER_ENV = "CLIPFIT_EVAL_DECODER"
 DECODERS = ("pil", "nvjpeg")
 DEFAULT_MAX_BYTES = 64 * 10**9
 MIN_FREE_BYTES = 2 * 10**9  # a build never leaves less than this free on the cache's disk
-PIXELS, CRCS, MANIFEST = "pixels.u8", "crc32.u32", "manifest.json"
-STALE_S = 3600.0  # a temporary entry folder untouched this long was left by a killed builder
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9, "T": 10**12}
 _UNITS |= {"TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -141,370 +132,7 @@ class CachePolicy:
     @property
     def root(self) -> Path:
         """Where entries live (read when used: tests and users move $CLIPFIT_CACHE)."""
-        return cache_dir() / "testsets"
-
-
-# ---------------------------------------------------------------------------------------------- decoding
-
-
-def jpeg_kind(data: bytes) -> str:
-    """What a file's header says about decoding it on a GPU: ``"ycbcr"`` for an 8-bit, three-component,
-    Huffman-coded JPEG (baseline, extended or progressive) that is not Adobe-RGB coded; otherwise why not
-    (``"not jpeg"``, ``"grayscale"``, ``"cmyk"``, ``"rgb"``, ``"12-bit"``, ``"lossless or arithmetic"``,
-    ``"truncated"``)."""
-    if data[:2] != b"\xff\xd8":
-        return "not jpeg"
-    pos, adobe_rgb = 2, False
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return "truncated"
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        segment = data[pos + 4 : pos + 2 + length]
-        if marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
-            adobe_rgb = segment[11] == 0  # transform 0: the three components are R, G, B, not YCbCr
-        if marker in (0xC0, 0xC1, 0xC2):
-            if len(segment) < 6:
-                return "truncated"
-            precision, components = segment[0], segment[5]
-            if precision != 8:
-                return f"{precision}-bit"
-            if components == 1:
-                return "grayscale"
-            if components == 4:
-                return "cmyk"
-            if components != 3:
-                return f"{components} components"
-            return "rgb" if adobe_rgb else "ycbcr"
-        if 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return "lossless or arithmetic"
-        if marker == 0xDA:  # start of scan before any frame header
-            return "truncated"
-        pos += 2 + length
-    return "truncated"
-
-
-class _Decode(TorchDataset):
-    """(position, kind, tensor) per sample: the test transform's uint8 pixels (kind "pixels"), or, for the GPU
-    decoder, the raw bytes of a JPEG it can read (kind "jpeg")."""
-
-    def __init__(self, samples: Sequence[Sample], reader: ImageReader, spec: PreprocessSpec, jpeg_root: Path | None):
-        self.samples, self.reader, self.transform, self.jpeg_root = list(samples), reader, test_pixels(spec), jpeg_root
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[int, str, torch.Tensor]:
-        path = self.samples[index].path
-        if self.jpeg_root is not None:
-            try:
-                data = (self.jpeg_root / path).read_bytes()
-            except OSError:
-                data = b""  # the reader names the problem below
-            if jpeg_kind(data) == "ycbcr":
-                return index, "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return index, "pixels", self.transform(self.reader(path))
-
-
-def _collate(items: list[tuple[int, str, torch.Tensor]]) -> tuple[list[int], list[int], Any, list[int], Any]:
-    """Stack decoded pixels and concatenate JPEG bytes in the worker: two tensors cross to the main process,
-    not one per image."""
-    positions = [p for p, _, _ in items]
-    done = [k for k, (_, kind, _) in enumerate(items) if kind == "pixels"]
-    jpegs = [k for k, (_, kind, _) in enumerate(items) if kind == "jpeg"]
-    pixels = torch.stack([items[k][2] for k in done]) if done else None
-    blob = (torch.cat([items[k][2] for k in jpegs]), [len(items[k][2]) for k in jpegs]) if jpegs else None
-    return positions, done, pixels, jpegs, blob
-
-
-def pil_pixels(data: bytes, spec: PreprocessSpec) -> torch.Tensor:
-    """The test transform's pixels of an encoded image (how the GPU decoder's fallback reads it)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return test_pixels(spec)(image.convert("RGB"))
-
-
-class GpuJpegDecoder:
-    """Decodes batches of JPEG bytes on ``device`` and resizes and crops them there; any image it cannot decode
-    (the whole batch failing, then that image alone) is decoded by PIL. ``decode`` is
-    ``torchvision.io.decode_jpeg`` (a list of byte tensors, ``device=``, ``mode=``); tests pass a fake."""
-
-    def __init__(
-        self,
-        spec: PreprocessSpec,
-        device: torch.device | str,
-        decode: Callable | None = None,
-        stats: Counter[str] | None = None,
-    ) -> None:
-        self.spec, self.device = spec, torch.device(device)
-        if decode is None:
-            from torchvision.io import decode_jpeg
-
-            decode = decode_jpeg
-        self.decode = decode
-        self.stats: Counter[str] = stats if stats is not None else Counter()
-
-    def _finish(self, image: torch.Tensor) -> torch.Tensor:
-        import torchvision.transforms.functional as TF
-
-        from clipfit.data.transforms import interpolation
-
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"decoded to shape {tuple(image.shape)}")
-        image = TF.resize(image, self.spec.size, interpolation=interpolation(self.spec), antialias=True)
-        return TF.center_crop(image, self.spec.size).cpu()
-
-    def _one(self, data: torch.Tensor) -> torch.Tensor:
-        from torchvision.io import ImageReadMode
-
-        try:
-            out = self._finish(self.decode([data], device=self.device, mode=ImageReadMode.RGB)[0])
-            self.stats["gpu"] += 1
-            return out
-        except Exception as exc:  # the GPU decoder refused this image: PIL reads it
-            logger.debug("GPU JPEG decoding failed (%s: %s); decoding with PIL", type(exc).__name__, exc)
-            self.stats["fallback"] += 1
-            return pil_pixels(data.numpy().tobytes(), self.spec)
-
-    def __call__(self, jpegs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        from torchvision.io import ImageReadMode
-
-        try:
-            decoded = self.decode(list(jpegs), device=self.device, mode=ImageReadMode.RGB)
-            out = [self._finish(image) for image in decoded]
-            self.stats["gpu"] += len(out)
-            return out
-        except Exception as exc:
-            logger.debug("GPU JPEG batch decoding failed (%s: %s); one image at a time", type(exc).__name__, exc)
-            return [self._one(data) for data in jpegs]
-
-
-def _decoded_batches(
-    samples: Sequence[Sample],
-    reader: ImageReader,
-    spec: PreprocessSpec,
-    batch_size: int,
-    num_workers: int,
-    gpu: GpuJpegDecoder | None,
-    stats: Counter,
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """(positions, uint8 (B, 3, S, S)) over ``samples`` in order, decoded in ``num_workers`` DataLoader workers
-    (and JPEGs on the GPU when ``gpu`` is given)."""
-    jpeg_root = reader.root if gpu is not None and isinstance(reader, FileReader) else None
-    loader = DataLoader(
-        _Decode(samples, reader, spec, jpeg_root),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-    )
-    for positions, done, pixels, jpegs, blob in loader:
-        out = torch.empty((len(positions), 3, spec.size, spec.size), dtype=torch.uint8)
-        if done:
-            out[done] = pixels
-            stats["decoded"] += len(done)
-        if jpegs:
-            assert gpu is not None
-            data, lengths = blob
-            out[jpegs] = torch.stack(gpu(list(torch.split(data, lengths))))
-        yield positions, out
-
-
-# ---------------------------------------------------------------------------------------------- entries
-
-
-class _Entry:
-    """A valid entry, memory-mapped."""
-
-    def __init__(self, folder: Path, count: int, size: int, crcs: bytes) -> None:
-        self.folder = folder
-        self.pixels = np.memmap(folder / PIXELS, dtype=np.uint8, mode="r", shape=(count, 3, size, size))
-        self.crcs = np.frombuffer(crcs, dtype="<u4")
-
-    def read(self, rows: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
-        """The pixels of ``rows`` and the positions (in ``rows``) whose CRC does not match."""
-        block = np.asarray(self.pixels[np.asarray(rows, dtype=np.int64)])  # a copy in memory
-        bad = [k for k, row in enumerate(rows) if zlib.crc32(block[k]) != int(self.crcs[row])]
-        return torch.from_numpy(block), bad
-
-
-def _remove_folder(folder: Path) -> None:
-    """Move a folder out of the way (one rename: nobody sees half of it), then delete it."""
-    trash = folder.with_name(f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.trash")
-    try:
-        os.rename(folder, trash)
-    except OSError:
-        return  # gone already (another process removed or replaced it)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-class _Lock:
-    """A non-blocking advisory lock on ``path`` (fcntl.flock; where there is none, every caller gets it)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.handle = path, None
-
-    def acquire(self) -> bool:
-        try:
-            import fcntl
-        except ImportError:  # Windows: the rename decides between concurrent builders
-            return True
-        self.handle = open(self.path, "a+b")  # noqa: SIM115 (held until release)
-        try:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError:
-            self.handle.close()
-            self.handle = None
-            return False
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing releases the lock
-            self.handle = None
-
-
-class _Builder:
-    """Writes one entry into a temporary folder; :meth:`finish` renames it into place."""
-
-    def __init__(self, folder: Path, count: int, size: int, key: dict[str, Any], lock: _Lock) -> None:
-        self.folder, self.count, self.size, self.key, self.lock = folder, count, size, key, lock
-        self.row_bytes = 3 * size * size
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self.tmp, 0o777 & ~mask)  # mkdtemp makes it 0700; the entry gets the usual permissions
-        self.crcs = np.zeros(count, dtype="<u4")
-        self.written = np.zeros(count, dtype=bool)
-        self.failed: str | None = None
-        self.fd = os.open(self.tmp / PIXELS, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            try:  # reserve the space: a full disk shows now, not in the middle of the test set
-                os.posix_fallocate(self.fd, 0, count * self.row_bytes)
-            except (AttributeError, OSError) as exc:
-                if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    raise
-                os.ftruncate(self.fd, count * self.row_bytes)  # a platform or filesystem without it
-        except OSError as exc:
-            self._fail(exc)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self.failed is None:
-            self.failed = disk_full_message(self.tmp / PIXELS) if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
-
-    def write(self, rows: Sequence[int], pixels: torch.Tensor) -> None:
-        if self.failed is not None:
-            return
-        block = pixels.numpy()
-        try:
-            for k, row in enumerate(rows):
-                data = np.ascontiguousarray(block[k])
-                os.pwrite(self.fd, memoryview(data).cast("B"), row * self.row_bytes)
-                self.crcs[row] = zlib.crc32(data)
-                self.written[row] = True
-        except OSError as exc:
-            self._fail(exc)
-
-    def finish(self) -> bool:
-        """Flush, write the CRC table and the manifest, rename into place; False when the entry was not kept."""
-        try:
-            if self.failed is None and not self.written.all():
-                self.failed = f"{int((~self.written).sum())} of {self.count} rows were not written"
-            if self.failed is not None:
-                return False
-            os.fsync(self.fd)
-            if (self.tmp / PIXELS).stat().st_size != self.count * self.row_bytes:
-                self.failed = f"{self.tmp / PIXELS} changed while it was written"
-                return False
-            crc_bytes = self.crcs.tobytes()
-            atomic_write_bytes(self.tmp / CRCS, lambda tmp: Path(tmp).write_bytes(crc_bytes))
-            manifest = {
-                "format": FORMAT,
-                "key": self.key,
-                "count": self.count,
-                "size": self.size,
-                "pixels_bytes": self.count * self.row_bytes,
-                "crc_bytes": len(crc_bytes),
-                "crc_sha256": hashlib.sha256(crc_bytes).hexdigest(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            atomic_write_text(self.tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-            for name in (CRCS, MANIFEST):
-                _fsync(self.tmp / name)
-            _fsync(self.tmp)
-            try:
-                os.rename(self.tmp, self.folder)
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # another builder finished first: theirs stays
-                    logger.debug("%s was built by another process meanwhile; discarding this copy", self.folder)
-                    return False
-                raise
-            _fsync(self.folder.parent)
-            return True
-        except OSError as exc:
-            self._fail(exc)
-            return False
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.lock.release()
-
-
-def _remove_stale(folder: Path, age_s: float = STALE_S) -> None:
-    """Delete the temporary folders of ``folder``'s entry that killed builders left: those not written to for
-    ``age_s`` (a live builder writes all the time; where locks do not work, it may not hold one)."""
-    now = time.time()
-    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
-        try:
-            newest = max((p.stat().st_mtime for p in stale.iterdir()), default=stale.stat().st_mtime)
-        except OSError:
-            continue
-        if now - newest > age_s:
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems cannot fsync a folder
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _entry_bytes(manifest: dict[str, Any]) -> int:
-    return int(manifest.get("pixels_bytes", 0)) + int(manifest.get("crc_bytes", 0))
-
-
-def cache_entries(root: Path | None = None) -> list[tuple[Path, int, float]]:
-    """(folder, bytes, last used) of every entry with a readable manifest, least recently used first."""
-    root = root or CachePolicy().root
-    found = []
-    if not root.is_dir():
-        return found
-    for folder in root.iterdir():
-        if folder.name.startswith(".") or not folder.is_dir():
-            continue
-        manifest = folder / MANIFEST
-        try:
-            found.append((folder, _entry_bytes(json.loads(manifest.read_text())), manifest.stat().st_mtime))
-        except (OSError, ValueError, TypeError, AttributeError):
-            found.append((folder, _folder_bytes(folder), 0.0))  # a broken entry: first to go
-    return sorted(found, key=lambda item: item[2])
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        return entries_root()
 
 
 # ---------------------------------------------------------------------------------------------- test images

@@ -39,10 +39,10 @@ from clipfit.rundir import (
     METRICS_FILE,
     RESULTS_FILE,
     RUN_FILES,
-    RunLock,
     load_checkpoint,
     read_jsonl,
 )
+from clipfit.runlock import RunLock
 
 REPO = Path(__file__).resolve().parents[2]
 FLAGS = {"batch_size": 16, "log_every": 2}
@@ -290,7 +290,7 @@ def lock_holder(tmp_path):
 
     def hold(folder: Path) -> subprocess.Popen:
         code = (
-            "import sys, time; from clipfit.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "import sys, time; from clipfit.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('locked', flush=True); time.sleep(300)"
         )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

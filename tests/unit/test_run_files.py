@@ -17,19 +17,10 @@ import pytest
 
 from clipfit import files
 from clipfit.console import run_command, setup_logging
+from clipfit.errors import RunError
 from clipfit.files import DiskFullError, append_text, atomic_write_bytes, remove_temp_files
-from clipfit.rundir import (
-    LOCK_FILE,
-    LOCK_STALE_S,
-    RUN_FILES,
-    JsonlLog,
-    LockHolder,
-    RunDir,
-    RunError,
-    RunLock,
-    RunLockedError,
-    read_jsonl,
-)
+from clipfit.rundir import RUN_FILES, JsonlLog, RunDir, read_jsonl
+from clipfit.runlock import LOCK_FILE, LOCK_STALE_S, LockHolder, RunLock, RunLockedError
 
 
 def _records(steps: list[int]) -> str:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from clipfit import sweeps
+from clipfit import cluster, sweeps
 from clipfit.config import RunConfig
 from clipfit.data.base import DataError
-from clipfit.errors import ConfigError
-from clipfit.rundir import ERROR_FILE, RunError
+from clipfit.errors import ConfigError, RunError
+from clipfit.rundir import ERROR_FILE
 from clipfit.runtime import DistEnv
 
 
@@ -123,8 +123,8 @@ def test_sweep_options_are_refused_with_one_line(tmp_path):
         assert "\n" not in str(error.value)
     for bad in (["timeout_min"], ["=3"]):
         with pytest.raises(ConfigError):
-            sweeps.parse_cluster_options(bad)
-    assert sweeps.parse_cluster_options(["timeout_min=240", "slurm_partition=gpu", "mem_gb=7.5"]) == {
+            cluster.parse_cluster_options(bad)
+    assert cluster.parse_cluster_options(["timeout_min=240", "slurm_partition=gpu", "mem_gb=7.5"]) == {
         "timeout_min": 240,
         "slurm_partition": "gpu",
         "mem_gb": 7.5,

@@ -20,23 +20,12 @@ from PIL import Image
 
 from clipfit.data import transforms
 from clipfit.data.base import FileReader
+from clipfit.data.cache_entries import CRCS, MANIFEST, PIXELS, _Lock, cache_entries
+from clipfit.data.decoding import GpuJpegDecoder, _decoded_batches, jpeg_kind, pil_pixels
 from clipfit.data.loaders import eval_loader
 from clipfit.data.registry import load_dataset
 from clipfit.data.sampling import class_subsets
-from clipfit.data.testcache import (
-    CRCS,
-    MANIFEST,
-    PIXELS,
-    CachePolicy,
-    GpuJpegDecoder,
-    TestImages,
-    _decoded_batches,
-    _Lock,
-    cache_entries,
-    jpeg_kind,
-    parse_size,
-    pil_pixels,
-)
+from clipfit.data.testcache import CachePolicy, TestImages, parse_size
 from clipfit.data.transforms import normalise, normalise_table
 from clipfit.errors import ConfigError
 from clipfit.evaluate import EvalSettings, evaluate_subsets, image_features
