@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clipfit.config import CLUSTERS, resolve
 from clipfit.errors import ConfigError
 from clipfit.rundir import RunDir
 from clipfit.runlock import RunLock
@@ -34,7 +35,6 @@ from clipfit.sweeps import (
 
 logger = logging.getLogger(__name__)
 
-CLUSTERS = ("slurm", "local", "debug")  # submitit's executors
 SUBMITIT_INSTALL = "pip install 'clipfit[submitit]'"
 
 
@@ -112,9 +112,9 @@ def parse_cluster_options(items: Sequence[str] | None) -> dict[str, Any]:
 class SubmititLauncher:
     """One array task per cell that has not finished, through a submitit executor; waits and reports progress.
 
-    A finished cell (its results.json exists) is read, not submitted. Interrupting the wait leaves the tasks
-    running on the cluster: the same command later collects what they finished (and skips a cell whose task
-    still trains, by its run lock).
+    A finished cell (its results.json exists, with the cell's settings) is read, not submitted. Interrupting the
+    wait leaves the tasks running on the cluster: the same command later collects what they finished (and skips a
+    cell whose task still trains, by its run lock).
     """
 
     executor: Any
@@ -125,7 +125,9 @@ class SubmititLauncher:
         todo = []
         for cell in cells:
             run = RunDir(Path(cell.run_dir))
-            if run.state == "finished" and not options.overwrite and not options.dry_run:
+            finished = run.state == "finished" and not options.overwrite and not options.dry_run
+            # a finished run of other settings is not this cell's result: its task refuses it, as in a sequential sweep
+            if finished and not run.settings_differences(resolve(cell.cfg)):
                 progress.end(cell, CellOutcome(cell.index, "done", results=run.results(), where="finished before"))
             else:
                 todo.append(cell)

@@ -63,6 +63,10 @@ RESULT_NEUTRAL = {
 }  # fmt: skip
 
 
+class SettingsMismatchError(RunError):
+    """The run directory holds a run of other settings: nothing of this run was attempted there."""
+
+
 def default_run_dir(out: str | Path, cfg: RunConfig) -> Path:
     """``<out>/<dataset>/<setting>/<recipe>/shots<K>/seed<S>`` of a resolved config."""
     dataset = dataset_slug(cfg.data.dataset)
@@ -171,11 +175,11 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+def flatten_settings(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     out: dict[tuple[str, ...], Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, (*prefix, k)))
+            out.update(flatten_settings(v, (*prefix, k)))
         else:
             out[(*prefix, k)] = v
     return out
@@ -229,10 +233,11 @@ class RunDir:
     def settings_differences(self, cfg: RunConfig) -> list[str]:
         """The result-relevant settings in which ``cfg`` differs from the run recorded here ("key: old -> new")."""
         old = self.config()
-        # Settings added in later versions take their defaults, and old records are resolved by today's
-        # rules, so neither counts as "changed".
-        a = _flatten(resolve(old).to_dict()) if old is not None else {}
-        b = _flatten(cfg.to_dict())
+        # Old records are resolved by today's rules; a setting added later takes the value that reproduces what
+        # the old version did (config.json without train_cache reads as crop-size), which may differ from
+        # today's default: then it counts as changed.
+        a = flatten_settings(resolve(old).to_dict()) if old is not None else {}
+        b = flatten_settings(cfg.to_dict())
         return [
             f"{'.'.join(k)}: {a.get(k)!r} -> {b.get(k)!r}"
             for k in sorted(set(a) | set(b))
@@ -245,8 +250,14 @@ class RunDir:
         if state != "new" and not overwrite:
             diff = self.settings_differences(cfg)
             if diff:
-                raise RunError(
-                    f"{self.path} already holds a {state} run with other settings ({'; '.join(diff)}). "
+                hint = (
+                    " (runs written before --train-cache existed cropped from a crop-size cache: add --train-cache "
+                    "crop-size to continue or reuse them)"
+                    if any(d.startswith("data.train_cache:") for d in diff)
+                    else ""
+                )
+                raise SettingsMismatchError(
+                    f"{self.path} already holds a {state} run with other settings ({'; '.join(diff)}){hint}. "
                     "Use another --out, or --overwrite to replace it."
                 )
 

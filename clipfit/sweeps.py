@@ -46,7 +46,7 @@ from clipfit.data.base import DataError
 from clipfit.errors import ClipfitError, ConfigError
 from clipfit.files import DiskFullError
 from clipfit.metrics import mean_over_seeds
-from clipfit.rundir import RunDir
+from clipfit.rundir import RunDir, SettingsMismatchError
 from clipfit.runlock import RunLockedError
 from clipfit.runtime import DistEnv
 
@@ -126,7 +126,7 @@ def run_cell(cell: Cell, options: CellOptions, env: DistEnv = DistEnv(), reraise
             raise
         logger.error("%s: %s", cell.label, exc)
         data = isinstance(exc, DataError)
-        if not options.dry_run and not data:
+        if not options.dry_run and not data and not isinstance(exc, SettingsMismatchError):  # (another run's folder)
             _record_error(run, f"{type(exc).__name__}: {exc}")
         note = "failed: data error" if data else f"failed: {type(exc).__name__}"
         return CellOutcome(cell.index, "failed", note=note, error=str(exc), data_error=data, fatal=fatal)
@@ -239,6 +239,11 @@ def _worker(
 ) -> None:
     """A pool worker: set its threads (before torch computes anything), then run cells until told to stop."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    from clipfit.data.loaders import LOADER_WORKERS_ENV  # (imports torch: after OMP_NUM_THREADS is set)
+
+    # the worker's DataLoaders decode within its share of the cores too (clipfit.data.loaders.default_workers)
+    os.environ.setdefault(LOADER_WORKERS_ENV, str(threads // 2))
+    os.environ["TQDM_DISABLE"] = "1"  # N workers' bars would garble the terminal; the parent logs the progress
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the workers
     import torch
 
@@ -247,12 +252,14 @@ def _worker(
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
+    if device is not None and device.startswith("cuda"):
+        torch.cuda.set_device(device)  # else pinned memory and the like open a context on cuda:0 in every worker
     setup_logging(verbose=int(level < logging.INFO), quiet=level >= logging.INFO)  # -v: everything
     while True:
         cell = tasks.get()
         if cell is None:
             return
-        if device is not None and cell.config.get("device", "auto") == "auto":
+        if device is not None and cell.config.get("device", "auto") in ("auto", "cuda"):
             cell = replace(cell, config={**cell.config, "device": device})
         outcome = runner(cell, options)
         outcome.where = f"worker {wid}" + (f" on {device}" if device else "")
@@ -296,7 +303,7 @@ class LocalPool:
         workers = int(workers)
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1 (or auto), got {workers}")
-        devices = [f"cuda:{i % gpus}" for i in range(workers)] if gpus and device in (None, "auto") else None
+        devices = [f"cuda:{i % gpus}" for i in range(workers)] if gpus and device in (None, "auto", "cuda") else None
         return cls(workers, devices)
 
     def run(self, cells: Sequence[Cell], options: CellOptions) -> list[CellOutcome]:
@@ -343,6 +350,10 @@ class LocalPool:
                             dispatch(slot)
                     continue
                 slot = slots[wid]
+                if slot.cell is None or slot.cell.index != outcome.index:
+                    # a late result of a worker that died after sending it: its cell was already ended as lost and
+                    # the slot runs another one now (dispatching here would forget that one)
+                    continue
                 cell = by_index[outcome.index]
                 if outcome.data_error:  # its other cells would fail alike: skip those not yet started
                     for other in [c for c in waiting if c.dataset == cell.dataset]:

@@ -184,8 +184,12 @@ class _Builder:
             self.close()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Idempotent: the descriptor is closed once (a second os.close could close a number another thread has
+        just been given)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.lock.release()
 

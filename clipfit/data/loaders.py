@@ -49,8 +49,15 @@ def mix_seed(*parts: int) -> int:
     return h & 0x7FFF_FFFF_FFFF_FFFF
 
 
+LOADER_WORKERS_ENV = "CLIPFIT_LOADER_WORKERS"  # a sweep's pool worker sets it to half its share of the cores
+
+
 def default_workers() -> int:
-    """Half the visible cores, at most 8 (the other half computes)."""
+    """$CLIPFIT_LOADER_WORKERS when set (a sweep's worker process: half its share of the cores), else half the
+    visible cores, at most 8 (the other half computes)."""
+    value = os.environ.get(LOADER_WORKERS_ENV, "").strip()
+    if value.isdigit():
+        return int(value)
     return max(0, min(8, (os.cpu_count() or 2) // 2))
 
 

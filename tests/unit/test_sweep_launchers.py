@@ -17,7 +17,7 @@ from clipfit import cluster, sweeps
 from clipfit.config import RunConfig
 from clipfit.data.base import DataError
 from clipfit.errors import ConfigError, RunError
-from clipfit.rundir import ERROR_FILE
+from clipfit.rundir import ERROR_FILE, RunDir
 from clipfit.runtime import DistEnv
 
 
@@ -163,3 +163,70 @@ def test_a_machine_without_gpus_runs_cpu_workers(monkeypatch):
     assert sweeps.LocalPool.for_machine("auto").devices == ["cuda:0", "cuda:1"]
     assert sweeps.LocalPool.for_machine("3").devices == ["cuda:0", "cuda:1", "cuda:0"]
     assert sweeps.LocalPool.for_machine("2", device="cpu").devices is None
+
+
+def test_submitit_reads_a_finished_run_only_when_it_has_the_cells_settings(tmp_path):
+    """A finished run of other settings (another --lr) is not the cell's result: it is submitted, so its task
+    refuses the folder as a sequential sweep does, instead of reporting the old numbers."""
+    from clipfit import cluster
+    from clipfit.config import resolve
+
+    cells = _cells(tmp_path, [("shapes", 1), ("shapes", 2)])
+    for cell in cells:
+        run = RunDir(Path(cell.run_dir))
+        run.path.mkdir(parents=True)
+        stored = resolve(cell.cfg)
+        if cell.config["seed"] == 2:
+            stored.optim.lr = 0.5  # trained with another learning rate
+        run.write_config({"config": stored.to_dict()})
+        run.write_results({"recipe": "clipfit", **_results(cell.config["seed"])})
+
+    class Job:
+        job_id, state = "7_0", "COMPLETED"
+
+        def __init__(self, cell):
+            self.cell = cell
+
+        def done(self):
+            return True
+
+        def result(self):
+            return sweeps.CellOutcome(self.cell.index, "failed", note="failed: SettingsMismatchError")
+
+    class Executor:
+        def __init__(self):
+            self.submitted = []
+
+        def map_array(self, fn, todo):
+            self.submitted.extend(c.config["seed"] for c in todo)
+            return [Job(c) for c in todo]
+
+    executor = Executor()
+    outcomes = cluster.SubmititLauncher(executor, poll_s=0.01).run(cells, sweeps.CellOptions())
+    assert executor.submitted == [2]
+    assert [o.status for o in outcomes] == ["done", "failed"]
+    assert outcomes[0].results["metrics"]["base_acc"] == 51.0
+
+
+def test_a_pool_worker_bounds_its_dataloader_workers_by_the_environment(monkeypatch):
+    from clipfit.data import loaders
+
+    monkeypatch.setenv(loaders.LOADER_WORKERS_ENV, "1")  # what a worker with 2 or 3 threads sets
+    assert loaders.default_workers() == 1
+    monkeypatch.delenv(loaders.LOADER_WORKERS_ENV)
+    assert loaders.default_workers() == max(0, min(8, (os.cpu_count() or 2) // 2))
+
+
+def test_a_run_of_the_old_crop_size_pipeline_names_the_flag_that_continues_it(tmp_path):
+    from clipfit.config import resolve
+    from clipfit.rundir import SettingsMismatchError
+
+    cfg = resolve(_cells(tmp_path, [("shapes", 1)])[0].cfg)
+    run = RunDir(tmp_path / "old")
+    run.path.mkdir()
+    old = cfg.to_dict()
+    del old["data"]["train_cache"]  # written before --train-cache existed: it read as crop-size
+    run.write_config({"config": old})
+    run.write_results({"recipe": "clipfit", **_results(1)})
+    with pytest.raises(SettingsMismatchError, match="add --train-cache crop-size to continue or reuse them"):
+        run.prepare(cfg, overwrite=False)
