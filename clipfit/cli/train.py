@@ -40,6 +40,7 @@ from clipfit.config import (
     RunConfig,
     default_setting,
     resolve,
+    resolve_head_options,
 )
 from clipfit.console import (
     ArgumentParser,
@@ -355,9 +356,31 @@ def run_configs(args: argparse.Namespace) -> list[RunConfig]:
         cfg = RunConfig.from_dict(base.to_dict())
         cfg.data.dataset, cfg.data.setting, cfg.recipe, cfg.data.shots, cfg.seed = dataset, setting, recipe, shots, seed
         configs.append(cfg)
+    _check_context_options(args, configs)
     if len(configs) > 1 and args.run_dir:
         raise ConfigError(f"--run-dir names one run, but the flags make a sweep of {len(configs)} runs; use --out")
     return configs
+
+
+def _check_context_options(args: argparse.Namespace, configs: list[RunConfig]) -> None:
+    """Refuse a --coop-ctx that a CoOp-style head would ignore: an init phrase sets the number of context
+    vectors to its token count (cocoop and kgcoop start from "a photo of a" unless --coop-init "" is given)."""
+    if getattr(args, "coop_ctx", None) is None:
+        return
+    from clipfit.recipes import get_recipe
+
+    for name in dict.fromkeys(cfg.recipe for cfg in configs):
+        recipe = get_recipe(name)
+        if "coop_init" not in {f.name for f in recipe.head.options()}:
+            continue  # a sweep's shared flags: other heads drop the option
+        phrase = resolve_head_options(recipe, configs[0].head).get("coop_init")
+        if phrase:
+            source = "--coop-init" if args.coop_init else "the recipe's default --coop-init"
+            raise ConfigError(
+                f"--coop-ctx {args.coop_ctx} has no effect on recipe {name}: its context starts from the phrase "
+                f"{phrase!r} ({source}), whose token count sets the number of vectors; for {args.coop_ctx} random "
+                f'vectors add --coop-init "", or drop --coop-ctx'
+            )
 
 
 def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> int:
