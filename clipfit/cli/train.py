@@ -159,17 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
         flag = f"--{name.replace('_', '-')}"
         h.add_argument(flag, dest=name, type=option.metadata["type"], help=option.metadata["help"])
     o = p.add_argument_group("optimisation (defaults: the paper's values)")
-    o.add_argument("--epochs", type=int, help="epochs (default 100; 10 for imagenet and food101)")
-    o.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.002; full fine-tuning 1e-4)")
+    o.add_argument("--epochs", type=int, help="epochs (default 100; 10 for imagenet and food101; cocoop 10, maple 5)")
+    o.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.002; full 1e-4, maple 0.0035)")
     o.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     o.add_argument("--weight-decay", type=float, help="weight decay of the trained tensors (default 5e-4)")
     o.add_argument("--warmup-epochs", type=int, help="epochs at the warm-up learning rate (default 1)")
     o.add_argument("--warmup-lr", type=float, help="constant warm-up learning rate (default 1e-5)")
-    o.add_argument("--batch-size", type=int, help="images per step over all processes (default 32)")
+    o.add_argument(
+        "--batch-size", type=int, help="images per step over all processes (default 32; cocoop 1, kgcoop 128, maple 4)"
+    )
     o.add_argument(
         "--reg-weight",
         type=float,
-        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397; 0 for baselines)",
+        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397; kgcoop 8; 0 for the "
+        "other baselines)",
     )
     o.add_argument(
         "--seed",
