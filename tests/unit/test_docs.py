@@ -59,6 +59,27 @@ def test_using_page_names_every_flag_of_predict_and_export_and_only_real_ones():
     )
 
 
+def test_analysis_page_names_every_flag_of_every_sub_command_and_only_real_ones():
+    from analysis.cli import COMMANDS
+    from analysis.cli import build_parser as analyze_parser
+
+    doc = _text(DOCS / "analysis.md")
+    section = doc.split("\n## Flags\n", 1)[1].split("\n## ", 1)[0]
+    shared, *rest = re.split(r"(?m)^`([\w-]+)`:$", section)
+    own = dict(zip(rest[::2], rest[1::2], strict=True))
+    parser = analyze_parser()
+    (sub,) = (a for a in parser._actions if a.choices and set(a.choices) == set(COMMANDS))
+    assert "--version" in shared and _long_flags(parser) == {"--help", "--version"}
+    documented = set()
+    for name, command in sub.choices.items():
+        options = {o for action in command._actions for o in action.option_strings}
+        missing = [o for o in sorted(options) if not re.search(rf"`{o}[` ]", own.get(name, "") + shared)]
+        assert not missing, f"docs/analysis.md (Flags) does not document {missing} of clipfit-analyze {name}"
+        documented |= options
+    named = set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", section))
+    assert not named - documented - {"--version"}, f"docs/analysis.md names no such flags: {named - documented}"
+
+
 def _csv_rows(doc: str) -> dict[str, list[str]]:
     """First cell -> the column names of the second cell (`*layer*` kept as a token)."""
     rows = {}
