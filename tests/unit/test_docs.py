@@ -47,6 +47,13 @@ def test_training_page_names_every_flag_and_only_real_ones():
     assert not unknown, f"docs/training.md names flags that clipfit-train does not have: {sorted(unknown)}"
 
 
+def test_protocols_page_names_every_flag_of_eval():
+    doc = _text(DOCS / "protocols.md")
+    named = set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", doc))
+    missing = _long_flags(eval_cli.build_parser()) - named
+    assert not missing, f"docs/protocols.md does not mention {sorted(missing)} of clipfit-eval"
+
+
 def test_using_page_names_every_flag_of_predict_and_export_and_only_real_ones():
     doc = _text(DOCS / "using.md")
     flags = _long_flags(predict_cli.build_parser()) | _long_flags(export_cli.build_parser())
