@@ -54,6 +54,18 @@ def test_protocols_page_names_every_flag_of_eval():
     assert not missing, f"docs/protocols.md does not mention {sorted(missing)} of clipfit-eval"
 
 
+def test_datasets_page_names_every_flag_of_clipfit_data():
+    import argparse
+
+    from clipfit.cli import data as data_cli
+
+    doc = _text(DOCS / "datasets.md")
+    (sub,) = (a for a in data_cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        missing = sorted(_long_flags(command) - {"--help"} - set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", doc)))
+        assert not missing, f"docs/datasets.md (clipfit/data/docs.py) does not mention {missing} of clipfit-data {name}"
+
+
 def test_using_page_names_every_flag_of_predict_and_export_and_only_real_ones():
     doc = _text(DOCS / "using.md")
     flags = _long_flags(predict_cli.build_parser()) | _long_flags(export_cli.build_parser())
