@@ -42,6 +42,7 @@ from clipfit.config import (
     RunConfig,
     default_setting,
     resolve,
+    resolve_head_options,
 )
 from clipfit.console import (
     ArgumentParser,
@@ -159,25 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, option in head_options().items():
         flag = f"--{name.replace('_', '-')}"
         h.add_argument(flag, dest=name, type=option.metadata["type"], help=option.metadata["help"])
-    o = p.add_argument_group(
-        "optimisation (defaults: the paper's values; cocoop, kgcoop and maple use their own papers', docs/recipes.md)"
-    )
+    o = p.add_argument_group("optimisation (defaults: the paper's values)")
     o.add_argument("--epochs", type=int, help="epochs (default 100; 10 for imagenet and food101; cocoop 10, maple 5)")
-    o.add_argument(
-        "--lr", type=float, help="peak SGD learning rate (default 0.002; full fine-tuning 1e-4, maple 0.0035)"
-    )
+    o.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.002; full 1e-4, maple 0.0035)")
     o.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     o.add_argument("--weight-decay", type=float, help="weight decay of the trained tensors (default 5e-4)")
     o.add_argument("--warmup-epochs", type=int, help="epochs at the warm-up learning rate (default 1)")
     o.add_argument("--warmup-lr", type=float, help="constant warm-up learning rate (default 1e-5)")
     o.add_argument(
-        "--batch-size", type=int, help="images per step over all processes (default 32; cocoop 1, maple 4, kgcoop 128)"
+        "--batch-size", type=int, help="images per step over all processes (default 32; cocoop 1, kgcoop 128, maple 4)"
     )
     o.add_argument(
         "--reg-weight",
         type=float,
-        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397; kgcoop 8; other "
-        "baselines 0)",
+        help="lambda of the text-feature regulariser (default 8; few-shot: 2, 8 on dtd/sun397; kgcoop 8; 0 for the "
+        "other baselines)",
     )
     o.add_argument(
         "--seed",
@@ -364,9 +361,31 @@ def run_configs(args: argparse.Namespace) -> list[RunConfig]:
         cfg = RunConfig.from_dict(base.to_dict())
         cfg.data.dataset, cfg.data.setting, cfg.recipe, cfg.data.shots, cfg.seed = dataset, setting, recipe, shots, seed
         configs.append(cfg)
+    _check_context_options(args, configs)
     if len(configs) > 1 and args.run_dir:
         raise ConfigError(f"--run-dir names one run, but the flags make a sweep of {len(configs)} runs; use --out")
     return configs
+
+
+def _check_context_options(args: argparse.Namespace, configs: list[RunConfig]) -> None:
+    """Refuse a --coop-ctx that a CoOp-style head would ignore: an init phrase sets the number of context
+    vectors to its token count (cocoop and kgcoop start from "a photo of a" unless --coop-init "" is given)."""
+    if getattr(args, "coop_ctx", None) is None:
+        return
+    from clipfit.recipes import get_recipe
+
+    for name in dict.fromkeys(cfg.recipe for cfg in configs):
+        recipe = get_recipe(name)
+        if "coop_init" not in {f.name for f in recipe.head.options()}:
+            continue  # a sweep's shared flags: other heads drop the option
+        phrase = resolve_head_options(recipe, configs[0].head).get("coop_init")
+        if phrase:
+            source = "--coop-init" if args.coop_init else "the recipe's default --coop-init"
+            raise ConfigError(
+                f"--coop-ctx {args.coop_ctx} has no effect on recipe {name}: its context starts from the phrase "
+                f"{phrase!r} ({source}), whose token count sets the number of vectors; for {args.coop_ctx} random "
+                f'vectors add --coop-init "", or drop --coop-ctx'
+            )
 
 
 def sweep(configs: list[RunConfig], args: argparse.Namespace, env: DistEnv) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from clipfit.config import PAPER_BASE2NEW_REG_WEIGHT
 from clipfit.data.catalog import GROUPS, RECORDS
 from clipfit.data.fetch import MIRROR_ENV, WORK_DIR
-from clipfit.data.records import COOP_DATASETS_MD, DatasetRecord, Download
+from clipfit.data.records import COOP_DATASETS_MD, DEFAULT_MODEL, DatasetRecord, Download
 from clipfit.data.registry import get_spec
 
 GENERATED = (
@@ -89,6 +89,7 @@ def _fetching() -> str:
     """The section on clipfit-data fetch, with which datasets it completes and which need a hand."""
     complete = [f"`{r.name}`" for r in RECORDS.values() if r.downloads and not r.by_hand]
     partly = [f"`{r.name}`" for r in RECORDS.values() if r.by_hand]
+    model, pretrained = DEFAULT_MODEL
     return f"""## Fetching: `clipfit-data fetch`
 
 ```
@@ -101,9 +102,11 @@ file checked against the checksum published for it (torchvision's md5, tensorflo
 is used (a file that differs is kept aside as `<file>.rejected` and refused), archives unpacked safely (no
 member may leave the dataset folder) and moved into place only when complete. What is already there is
 skipped. It ends with `clipfit-data check`'s line for each dataset and the list of what must be fetched by
-hand, with instructions. Work files live in `<data root>/{WORK_DIR}/` until a dataset is complete; a file
-downloaded by hand and saved there under its name is checked and used by the next run. `--mirror URL` (or
-`${MIRROR_ENV}`) fetches every file from `URL/<dataset>/<file>` instead, with the same checksums.
+hand, with instructions. Work files live in `<data root>/{WORK_DIR}/<dataset>/` until a dataset is complete;
+a file downloaded by hand and saved as `<data root>/{WORK_DIR}/<dataset>/<file>` (the path fetch prints for
+it) is checked and used by the next run. `--mirror URL` (or `${MIRROR_ENV}`) fetches every file from
+`URL/<dataset>/<file>` instead, with the same checksums. `--keep-archives` keeps each downloaded archive in
+`<data root>/{WORK_DIR}/<dataset>/` after unpacking it (by default it is deleted once its contents are in place).
 
 - Complete by script: {", ".join(complete)}.
 - By hand, at least in part: {", ".join(partly)} (the files named "by hand" below).
@@ -114,6 +117,21 @@ got. Drive sometimes answers with a web page instead of the file (too many downl
 then says which file to download by hand from its Drive page and where to save it. Files only `--make-split`
 needs are fetched where CoOp's instructions include them (OxfordPets' annotations, Flowers102's
 `imagelabels.mat` and `cat_to_name.json`); SUN397's `Partitions.zip` and UCF101's `ucfTrainTestlist` are not.
+
+## Checking: `clipfit-data check`
+
+```
+clipfit-data check --data-root ~/data                     # the 11 benchmarks and the weights of {model} ({pretrained})
+clipfit-data check --data-root ~/data --datasets imagenet imagenet-variants --pretrained none
+```
+
+reads every dataset's split files and folder layout and finds the model's weights (fetching them into the
+Hugging Face cache if the network allows), without building a model or training anything, and prints one line
+per dataset; it exits with 2 when something is missing, listing all of it at once. `--datasets NAME ...`:
+the datasets or groups to check (default `all`); `--model` and `--pretrained`: whose weights to find (default
+`{model}` and `{pretrained}`; `--pretrained none` skips the weights); `--make-split`: accept a dataset without
+its published split file (as `clipfit-train --make-split` would draw one). Both commands take `--data-root`
+(or `--root`) and `-v`/`--verbose`.
 """
 
 
@@ -138,8 +156,8 @@ def render_datasets_page() -> str:
         "`clipfit-train` uses "
         "unless `--template`, `--epochs` or `--reg-weight` say otherwise (`--preset paper` makes them explicit and "
         "refuses `--epochs`/`--reg-weight`). "
-        f"Base-to-new uses lambda {_number(PAPER_BASE2NEW_REG_WEIGHT)} on every dataset; baseline recipes "
-        "train without the regulariser ([recipes](recipes.md)).",
+        f"Base-to-new uses lambda {_number(PAPER_BASE2NEW_REG_WEIGHT)} on every dataset; the baseline recipes "
+        "train without the regulariser, except `kgcoop` (lambda 8 in both settings; see [recipes](recipes.md)).",
         "\n".join(rows),
         f"Groups that `--datasets` and `clipfit-eval --datasets` expand:\n\n{groups}",
         _fetching(),

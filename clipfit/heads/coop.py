@@ -27,8 +27,16 @@ class CoOpHead(ClipHead):
     legacy_names: ClassVar[Mapping[str, str]] = {"n_ctx": "coop_ctx", "init": "coop_init"}
     _PLACEHOLDER: ClassVar[str] = "X"  # one BPE token per context vector, as in CoOp
 
-    coop_ctx: int = option(16, "coop: learnable context vectors (default 16, random init)", int)
-    coop_init: str | None = option(None, 'coop: initialise the context from a phrase, e.g. "a photo of a"')
+    coop_ctx: int = option(
+        16,
+        "coop, cocoop, kgcoop: randomly initialised context vectors (default 16; refused with an init phrase)",
+        int,
+    )
+    coop_init: str | None = option(
+        None,
+        'coop, cocoop, kgcoop: initialise the context from a phrase, e.g. "a photo of a" (the default of cocoop and '
+        'kgcoop; its token count is the number of vectors); "" for random vectors',
+    )
 
     def validate(self) -> None:
         if self.coop_ctx < 1:

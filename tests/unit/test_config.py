@@ -102,3 +102,31 @@ def test_the_training_image_cache_is_a_setting_of_the_run():
     old = {"recipe": "clipfit", "data": {"dataset": "shapes", "num_workers": None}}
     assert RunConfig.from_dict(old).data.train_cache == "crop-size"
     assert RunConfig.from_dict(RunConfig().to_dict()).data.train_cache == "none"
+
+
+@pytest.mark.parametrize(
+    ("flags", "source"),
+    [
+        (["--recipe", "cocoop"], "the recipe's default --coop-init"),
+        (["--recipe", "kgcoop"], "the recipe's default --coop-init"),
+        (["--recipe", "coop", "--coop-init", "a photo of a"], "(--coop-init)"),
+        (["--recipes", "coop", "clipfit", "kgcoop"], "the recipe's default --coop-init"),  # a sweep's shared flag
+    ],
+)
+def test_a_context_count_that_an_init_phrase_would_override_is_refused(flags, source):
+    from clipfit.cli.train import build_parser, run_configs
+
+    with pytest.raises(ConfigError, match=r"--coop-ctx 8 has no effect on recipe \w+: .*'a photo of a'") as err:
+        run_configs(build_parser().parse_args([*flags, "--coop-ctx", "8"]))
+    assert source in str(err.value) and '--coop-init ""' in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_init_phrase_alone_or_a_context_count_with_an_empty_phrase_is_accepted():
+    from clipfit.cli.train import build_parser, run_configs
+
+    (cfg,) = run_configs(build_parser().parse_args(["--recipe", "cocoop"]))
+    assert resolve(cfg).head == {"coop_ctx": 16, "coop_init": "a photo of a"}  # the phrase sets the count at attach
+    (cfg,) = run_configs(build_parser().parse_args(["--recipe", "kgcoop", "--coop-ctx", "8", "--coop-init", ""]))
+    assert resolve(cfg).head == {"coop_ctx": 8, "coop_init": None}  # 8 random vectors
+    configs = run_configs(build_parser().parse_args(["--recipes", "coop", "clip-adapter", "--coop-ctx", "8"]))
+    assert [resolve(c).head.get("coop_ctx") for c in configs] == [8, None]

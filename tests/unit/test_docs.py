@@ -47,6 +47,25 @@ def test_training_page_names_every_flag_and_only_real_ones():
     assert not unknown, f"docs/training.md names flags that clipfit-train does not have: {sorted(unknown)}"
 
 
+def test_protocols_page_names_every_flag_of_eval():
+    doc = _text(DOCS / "protocols.md")
+    named = set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", doc))
+    missing = _long_flags(eval_cli.build_parser()) - named
+    assert not missing, f"docs/protocols.md does not mention {sorted(missing)} of clipfit-eval"
+
+
+def test_datasets_page_names_every_flag_of_clipfit_data():
+    import argparse
+
+    from clipfit.cli import data as data_cli
+
+    doc = _text(DOCS / "datasets.md")
+    (sub,) = (a for a in data_cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        missing = sorted(_long_flags(command) - {"--help"} - set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", doc)))
+        assert not missing, f"docs/datasets.md (clipfit/data/docs.py) does not mention {missing} of clipfit-data {name}"
+
+
 def test_using_page_names_every_flag_of_predict_and_export_and_only_real_ones():
     doc = _text(DOCS / "using.md")
     flags = _long_flags(predict_cli.build_parser()) | _long_flags(export_cli.build_parser())
@@ -57,6 +76,27 @@ def test_using_page_names_every_flag_of_predict_and_export_and_only_real_ones():
     assert not unknown, (
         f"docs/using.md names flags that clipfit-predict and clipfit-export do not have: {sorted(unknown)}"
     )
+
+
+def test_analysis_page_names_every_flag_of_every_sub_command_and_only_real_ones():
+    from analysis.cli import COMMANDS
+    from analysis.cli import build_parser as analyze_parser
+
+    doc = _text(DOCS / "analysis.md")
+    section = doc.split("\n## Flags\n", 1)[1].split("\n## ", 1)[0]
+    shared, *rest = re.split(r"(?m)^`([\w-]+)`:$", section)
+    own = dict(zip(rest[::2], rest[1::2], strict=True))
+    parser = analyze_parser()
+    (sub,) = (a for a in parser._actions if a.choices and set(a.choices) == set(COMMANDS))
+    assert "--version" in shared and _long_flags(parser) == {"--help", "--version"}
+    documented = set()
+    for name, command in sub.choices.items():
+        options = {o for action in command._actions for o in action.option_strings}
+        missing = [o for o in sorted(options) if not re.search(rf"`{o}[` ]", own.get(name, "") + shared)]
+        assert not missing, f"docs/analysis.md (Flags) does not document {missing} of clipfit-analyze {name}"
+        documented |= options
+    named = set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", section))
+    assert not named - documented - {"--version"}, f"docs/analysis.md names no such flags: {named - documented}"
 
 
 def _csv_rows(doc: str) -> dict[str, list[str]]:

@@ -50,9 +50,8 @@ def test_kgcoop_term_is_zero_at_initialisation_from_the_hand_crafted_prompt(tiny
     parts = objective.batch_loss(torch.randn(2, 3, 32, 32), torch.tensor([0, 3]))
     assert parts.reg.abs().item() < 1e-6  # the learned prompt is the hand-crafted one: no distance yet
     with torch.no_grad():
-        tiny.model.prompt.ctx.add_(
-            0.5 * torch.randn_like(tiny.model.prompt.ctx)
-        )  # (a constant shift: LayerNorm undoes it)
+        # random per channel: a shift of every channel by one constant is what LayerNorm would undo
+        tiny.model.prompt.ctx.add_(0.5 * torch.randn_like(tiny.model.prompt.ctx))
     moved = objective.batch_loss(torch.randn(2, 3, 32, 32), torch.tensor([0, 3]))
     assert moved.reg.item() > 1e-3 and moved.loss.item() == pytest.approx(moved.ce.item() + 8.0 * moved.reg.item())
 
