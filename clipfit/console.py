@@ -97,13 +97,14 @@ def add_version_flag(parser: argparse.ArgumentParser) -> None:
 def next_commands(run_dir: str | Path) -> str:
     """What to do with a finished run: its report, predictions on new images, an export (printed after training)."""
     run = shlex.quote(str(run_dir))
-    name = "-".join(Path(run_dir).parts[-5:])  # dataset-setting-recipe-shotsK-seedS of a default run directory
+    # dataset-setting-recipe-shotsK-seedS of a default run directory (no root, no "..": /tmp/x gives tmp-x)
+    name = "-".join(p for p in Path(run_dir).parts[-5:] if p not in (Path(run_dir).anchor, "..", ".")) or "run"
     return "\n".join(
         [
             "next:",
-            f"  clipfit-analyze report {run} --out reports/{name}",
+            f"  clipfit-analyze report {run} --out {shlex.quote('reports/' + name)}",
             f"  clipfit-predict {run} IMAGES_OR_FOLDER --classnames FILE --out predictions.csv",
-            f"  clipfit-export {run} --out exports/{name}",
+            f"  clipfit-export {run} --out {shlex.quote('exports/' + name)}",
         ]
     )
 

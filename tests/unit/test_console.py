@@ -123,3 +123,13 @@ def test_training_in_a_log_writes_heartbeat_lines(tiny, shapes_task, make_traine
     assert [b.split("  ")[0] for b in beats] == ["train: step 2/4 (50%)", "train: step 4/4 (100%)"]
     assert "img/s" in beats[0] and "ETA" in beats[0] and "epoch 1/2" in beats[0] and "epoch 2/2" in beats[1]
     assert "loss" in beats[1]  # the first epoch's, once it has ended
+
+
+def test_next_commands_name_their_outputs_after_the_run_even_for_an_absolute_folder():
+    from clipfit.console import next_commands
+
+    default = next_commands("runs/demo/shapes/base2new/clipfit/shots16/seed1")
+    assert "--out reports/shapes-base2new-clipfit-shots16-seed1" in default
+    assert "--out exports/shapes-base2new-clipfit-shots16-seed1" in default
+    elsewhere = next_commands("/tmp/my run")
+    assert "--out 'reports/tmp-my run'" in elsewhere and "//" not in elsewhere and "'/tmp/my run'" in elsewhere
