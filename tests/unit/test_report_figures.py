@@ -225,6 +225,21 @@ def test_the_tsne_caption_says_which_way_fine_tuning_moved_the_clusters():
     assert "worse by both" in against_fig5(better, {"x": zero})
 
 
+def test_a_measure_unchanged_as_printed_is_called_unchanged_not_worse():
+    zero = pd.Series({"knn_acc": 70.0, "silhouette": 0.20, "k": 5})
+    # the k-NN accuracy exactly equal, the silhouette up: better by one, the other unchanged
+    same_knn = pd.Series({"knn_acc": 70.0, "silhouette": 0.25, "k": 5})
+    assert against_fig5(zero, {"x": same_knn}).endswith(
+        "the silhouette 0.200 → 0.250: the classes separate better by the silhouette, the 5-NN accuracy unchanged."
+    )
+    # a difference below the printed precision (70.0% → 70.0%, 0.200 → 0.200) is no change either
+    tiny = pd.Series({"knn_acc": 70.01, "silhouette": 0.1999, "k": 5})
+    sentence = against_fig5(zero, {"x": tiny})
+    assert sentence.endswith("the classes separate as before by both (unchanged at this precision).")
+    down = pd.Series({"knn_acc": 65.0, "silhouette": 0.20, "k": 5})
+    assert "separate worse by the 5-NN accuracy, the silhouette unchanged" in against_fig5(zero, {"x": down})
+
+
 def _run(seconds: float | None) -> SimpleNamespace:
     """What report_header reads of a source: no run directory, the checkpoint's train_seconds."""
     meta = {} if seconds is None else {"train_seconds": seconds}
