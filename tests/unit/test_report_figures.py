@@ -91,7 +91,6 @@ def test_new_figure_never_exceeds_the_page_and_log_ticks_are_plain_text():
     assert labels == ["10⁻¹²", "2×10⁻⁴", "10⁻³", "0.01", "0.5", "1", "100", "10³", "3×10⁵"]
 
 
-
 def test_minor_log_ticks_are_labelled_only_while_at_most_one_power_of_ten_is_in_view():
     # what LogTicks' docstring says: the 2s and 5s only while at most one power of ten lies within the view
     ax = new_figure(3, 2).subplots()
