@@ -31,6 +31,7 @@ from analysis.commands.tsne import TsneOptions, run_tsne
 from analysis.errors import AnalysisError
 from analysis.outputs import machine
 from analysis.results import base2new_table, fewshot_table, read_runs
+from analysis.schemas import ALL_SHOTS, shots_order, shots_text
 from analysis.sources import Source, configurations, default_labels, find_runs, load_source
 from clipfit.provenance import versions
 from clipfit.rundir import RunDir
@@ -155,10 +156,15 @@ def _results_finding(runs: pd.DataFrame) -> str:
                  zip(part["method"], part["hm"], part["seeds"], strict=True)]  # fmt: skip
         lines.append(f"{dataset} base-to-new HM: " + ", ".join(items))
     few = fewshot_table(runs)
-    for (dataset, shots), part in few.groupby(["dataset", "shots"], sort=False):
-        if shots:
-            items = [f"{m} {a:.2f}" for m, a in zip(part["method"], part["acc_mean"], strict=True)]
-            lines.append(f"{dataset} {shots}-shot accuracy: " + ", ".join(items))
+    for dataset, part in few.groupby("dataset", sort=False):
+        groups = []  # zero-shot (the 0-shot rows) first, then each shot count, worded as caption_fewshot does
+        for shots, rows in part.groupby("shots", sort=False):
+            items = ", ".join(f"{m} {a:.2f}" for m, a in zip(rows["method"], rows["acc_mean"], strict=True))
+            if shots == ALL_SHOTS:
+                groups.append(f"with every training image {items}")
+            else:
+                groups.append(items if shots_order(shots) == 0 else f"at {shots_text(shots)} shots {items}")
+        lines.append(f"{dataset} few-shot accuracy: " + "; ".join(groups))
     return ("Results: " + "; ".join(lines) + ".") if lines else ""
 
 
@@ -201,7 +207,7 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
     if not any(s.layers_file for s in sources):
         notes.append("No layers.jsonl (not a clipfit-train run directory): no per-step curves.")
     figures += run_grad_cos(GradCosOptions(paths), sub["grad-cos"], sources, notes)
-    figures += run_channels(ChannelsOptions(paths), sub["channels"], sources)
+    figures += run_channels(ChannelsOptions(paths), sub["channels"], sources, notes)
 
     passes = [s for s in sources if s.cfg is not None]
     if opts.data_passes and passes:
