@@ -77,3 +77,21 @@ def test_the_summary_line_names_zero_shot_and_words_all_shots_as_the_caption_doe
     line = _results_finding(read_runs(tmp_path))
     assert line == "Results: shapes few-shot accuracy: zero-shot 41.00; at 2 shots clipfit 61.00; with every " \
         "training image clipfit 70.00."  # fmt: skip
+
+
+def test_a_report_over_runs_of_two_datasets_draws_a_tsne_for_each(weights, tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep / "a-shapes", weights)
+    other = fake_run(sweep / "b-pretrain", weights, noise=0.3)
+    config = json.loads((other / "config.json").read_text())
+    config["config"]["data"]["dataset"] = "shapes-pretrain"  # as if trained on the shapes world's other domain
+    (other / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "report"
+    small = ["--max-images", "24", "--max-classes", "4", "--class-images", "16", "--batches", "1"]
+    assert main(["report", str(sweep), "--out", str(out), *small]) == 0
+    manifest = json.loads((out / "report.json").read_text())
+    titles = {f["key"]: f["title"] for f in manifest["figures"]}
+    assert "tsne" in titles and "tsne_shapes-pretrain" in titles  # the second dataset keyed apart
+    assert "shapes-pretrain" in titles["tsne_shapes-pretrain"] and "shapes-pretrain" not in titles["tsne"]
+    assert list(pd.read_csv(out / "tsne-shapes-pretrain" / "tsne_metrics.csv")["model"]) == ["zero-shot", "fine-tuned"]
+    assert any("a t-SNE for each (shapes, shapes-pretrain)" in note for note in manifest["notes"])
