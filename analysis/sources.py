@@ -299,7 +299,10 @@ def find_runs(paths: Sequence[str | Path]) -> list[str]:
             found.append(str(given))  # as given, even twice (a run compared with itself)
             continue
         runs = sorted(f.parent for f in path.rglob(CHECKPOINT_FILE) if EVAL_DIR not in f.relative_to(path).parts)
-        found += [str(r) for r in runs if str(r) not in found] or [str(given)]  # none: load_source says what lacks
+        if not runs:  # none under it: as given, so load_source says what it lacks
+            found.append(str(given))
+            continue
+        found += [str(r) for r in runs if str(r) not in found]  # runs an earlier argument named: once
     return found
 
 

@@ -129,16 +129,31 @@ def against_fig5(zero_shot: pd.Series, tuned: dict[str, pd.Series]) -> str:
     the same images above zero-shot's."""
     clauses = []
     for name, row in tuned.items():
-        knn = row["knn_acc"] - zero_shot["knn_acc"]
-        sil = row["silhouette"] - zero_shot["silhouette"]
-        if knn > 0 and sil > 0:
-            verdict = "better by both"
-        elif knn < 0 and sil < 0:
-            verdict = "worse by both"
-        else:
-            verdict = "better by one measure and worse by the other"
+        k = int(row["k"])
+        # each measure's direction at the precision the sentence prints it (0: unchanged as printed)
+        knn = _direction(zero_shot["knn_acc"], row["knn_acc"], 1)
+        sil = _direction(zero_shot["silhouette"], row["silhouette"], 3)
         clauses.append(
-            f"{name} moves the {int(row['k'])}-NN accuracy {zero_shot['knn_acc']:.1f}% → {row['knn_acc']:.1f}% and "
-            f"the silhouette {zero_shot['silhouette']:.3f} → {row['silhouette']:.3f}: the classes separate {verdict}"
+            f"{name} moves the {k}-NN accuracy {zero_shot['knn_acc']:.1f}% → {row['knn_acc']:.1f}% and "
+            f"the silhouette {zero_shot['silhouette']:.3f} → {row['silhouette']:.3f}: {_fig5_verdict(knn, sil, k)}"
         )
     return "Paper Fig. 5 sets ClipFit's image features beside zero-shot CLIP's; here " + "; ".join(clauses) + "."
+
+
+def _direction(before: float, after: float, digits: int) -> int:
+    """1 up, -1 down, 0 unchanged, comparing ``before`` and ``after`` as printed with ``digits`` decimals."""
+    a, b = round(float(before), digits), round(float(after), digits)
+    return (b > a) - (b < a)
+
+
+def _fig5_verdict(knn: int, sil: int, k: int) -> str:
+    """How the classes separate after fine-tuning, from the directions of the k-NN accuracy and the silhouette."""
+    if knn == sil:
+        return {1: "the classes separate better by both", -1: "the classes separate worse by both"}.get(
+            knn, "the classes separate as before by both (unchanged at this precision)"
+        )
+    if knn == -sil:
+        return "the classes separate better by one measure and worse by the other"
+    moved, way = (f"the {k}-NN accuracy", knn) if knn else ("the silhouette", sil)
+    still = "the silhouette" if knn else f"the {k}-NN accuracy"
+    return f"the classes separate {'better' if way > 0 else 'worse'} by {moved}, {still} unchanged"

@@ -111,8 +111,9 @@ def draw_fewshot(table: pd.DataFrame) -> Figure:
     shots = sorted(own["shots"].unique(), key=shots_order)
     cols = min(4, len(datasets))
     rows = math.ceil(len(datasets) / cols)
+    panel = min(3.2, (PAGE_WIDTH - 0.6) / cols)  # inches per panel: 4 columns share the page, never beyond it
     with styled():
-        fig = new_figure(3.2 * cols + 0.6, 2.9 * rows + 0.4)
+        fig = new_figure(panel * cols + 0.6, panel * 2.9 / 3.2 * rows + 0.4)
         axes = fig.subplots(rows, cols, squeeze=False)
         for ax, dataset in zip(axes.flat, datasets, strict=False):
             part = own[own["dataset"] == dataset]

@@ -109,7 +109,8 @@ def power_of_ten(value: float) -> str:
 
 
 class LogTicks(Formatter):
-    """Tick labels of a log axis: every decade; the 2s and 5s between only while fewer than two decades show."""
+    """Tick labels of a log axis: every power of ten; the 2s and 5s between only while at most one power of ten
+    lies within the axis's view (with two or more, the decades are labelled already)."""
 
     def __init__(self, minor: bool) -> None:
         self.minor = minor
@@ -118,7 +119,7 @@ class LogTicks(Formatter):
         if self.minor:
             low, high = sorted(self.axis.get_view_interval())
             if low > 0 and math.floor(math.log10(high)) - math.ceil(math.log10(low)) >= 1:
-                return ""  # two decades or more are labelled already
+                return ""  # two powers of ten or more are in view, and labelled
             exponent = math.floor(math.log10(value) + 1e-9) if value > 0 else 0
             if value <= 0 or round(value / 10.0**exponent, 6) not in (2.0, 5.0):
                 return ""

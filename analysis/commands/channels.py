@@ -7,17 +7,21 @@ top 1% and 10% of its channels and a Gini coefficient; per channel d_i = theta1_
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.channels import channel_tables
+from analysis.channels import channel_tables, vector_names
 from analysis.commands.bundle import announce, write_figure
 from analysis.commands.common import Common, load_sources
+from analysis.errors import AnalysisError
 from analysis.outputs import OutputDir
 from analysis.sources import Source, configurations, default_labels
 from figures.channels import caption_channels, draw_channels, finding_channels
 from figures.report import ReportFigure
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,10 +38,32 @@ class ChannelsOptions:
 OPTIONS = ChannelsOptions
 
 
-def run_channels(opts: ChannelsOptions, common: Common, sources: list[Source] | None = None) -> list[ReportFigure]:
-    """Channel concentration of every checkpoint, and the channels that moved most."""
+def run_channels(
+    opts: ChannelsOptions, common: Common, sources: list[Source] | None = None, notes: list[str] | None = None
+) -> list[ReportFigure]:
+    """Channel concentration of every checkpoint, and the channels that moved most.
+
+    Checkpoints that trained no 1-D tensor (CoOp's and KgCoOp's context, CLIP-Adapter's adapter matrices) have
+    no channels: they are named in ``notes`` (and the log) and left out; with ``notes`` None (the sub-command)
+    and none left, that is an error.
+    """
     sources = sources or load_sources(opts.checkpoints, opts.weights, opts.pretrained, opts.recipe)
-    labels, config_of = default_labels(sources), configurations(sources)
+    labels, config_of = default_labels(sources), configurations(sources)  # over all: the labels other sections use
+    kept = [i for i, s in enumerate(sources) if vector_names(s.ckpt.final)]
+    skipped = [str(s.path) for i, s in enumerate(sources) if i not in kept]
+    if skipped:
+        message = (
+            f"No 1-D tensor (LayerNorm gain or bias, bias vector) among the trained tensors of {', '.join(skipped)} "
+            "(e.g. a prompt context or adapter matrices): no channels for them."
+        )
+        logger.warning("%s", message)
+        if notes is not None:
+            notes.append(message)
+    if not kept:
+        if notes is None:
+            raise AnalysisError("no 1-D tensors (LayerNorm gains and biases, biases) among the compared tensors")
+        return []
+    sources, labels, config_of = ([seq[i] for i in kept] for seq in (sources, labels, config_of))
     pairs = [
         channel_tables(s.ckpt.init, s.ckpt.final, label, config, opts.max_tensors or None)
         for s, label, config in zip(sources, labels, config_of, strict=True)

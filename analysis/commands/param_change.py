@@ -109,7 +109,8 @@ def run_param_change(
     }
     signatures = [s.signature for s in sources]
     if seeds_pooled:  # the figure draws the mean over seeds; param_change.csv keeps every run
-        tables, caption = {"param_change": table, "param_change_configs": configs}, caption_param_configs(configs)
+        tables = {"param_change": table, "param_change_configs": configs}
+        caption = caption_param_configs(configs, opts.measure)
         draw = lambda: draw_param_configs(configs, opts.measure, AXIS[opts.measure])  # noqa: E731
     else:
         tables, caption = table, caption_param_change(table, opts.measure)

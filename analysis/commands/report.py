@@ -12,6 +12,8 @@ channels, and the data passes: grad-sums (the screening at the pretrained values
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.commands.channels import ChannelsOptions, run_channels
-from analysis.commands.common import Common, recorded_results
+from analysis.commands.common import Common, DataOptions, data_config, recorded_results
 from analysis.commands.grad_cos import GradCosOptions, run_grad_cos
 from analysis.commands.grad_sums import GradSumsOptions, run_grad_steps, run_grad_sums
 from analysis.commands.param_change import ParamChangeOptions, run_param_change
@@ -31,6 +33,7 @@ from analysis.commands.tsne import TsneOptions, run_tsne
 from analysis.errors import AnalysisError
 from analysis.outputs import machine
 from analysis.results import base2new_table, fewshot_table, read_runs
+from analysis.schemas import ALL_SHOTS, shots_order, shots_text
 from analysis.sources import Source, configurations, default_labels, find_runs, load_source
 from clipfit.provenance import versions
 from clipfit.rundir import RunDir
@@ -155,11 +158,34 @@ def _results_finding(runs: pd.DataFrame) -> str:
                  zip(part["method"], part["hm"], part["seeds"], strict=True)]  # fmt: skip
         lines.append(f"{dataset} base-to-new HM: " + ", ".join(items))
     few = fewshot_table(runs)
-    for (dataset, shots), part in few.groupby(["dataset", "shots"], sort=False):
-        if shots:
-            items = [f"{m} {a:.2f}" for m, a in zip(part["method"], part["acc_mean"], strict=True)]
-            lines.append(f"{dataset} {shots}-shot accuracy: " + ", ".join(items))
+    for dataset, part in few.groupby("dataset", sort=False):
+        groups = []  # zero-shot (the 0-shot rows) first, then each shot count, worded as caption_fewshot does
+        for shots, rows in part.groupby("shots", sort=False):
+            items = ", ".join(f"{m} {a:.2f}" for m, a in zip(rows["method"], rows["acc_mean"], strict=True))
+            if shots == ALL_SHOTS:
+                groups.append(f"with every training image {items}")
+            else:
+                groups.append(items if shots_order(shots) == 0 else f"at {shots_text(shots)} shots {items}")
+        lines.append(f"{dataset} few-shot accuracy: " + "; ".join(groups))
     return ("Results: " + "; ".join(lines) + ".") if lines else ""
+
+
+def _tsne_per_dataset(passes: list[Source], opts: ReportOptions, common: Common, notes: list[str]) -> list:
+    """One t-SNE per dataset the runs trained on (a t-SNE compares the same test images): the first dataset's in
+    ``common.out``, each further one in a sibling folder ``tsne-<dataset>``, its figure keyed ``tsne_<dataset>``."""
+    by_dataset: dict[str, list[Source]] = {}
+    for source in passes:
+        by_dataset.setdefault(data_config(source, DataOptions()).data.dataset, []).append(source)
+    figures = []
+    for i, (dataset, runs) in enumerate(by_dataset.items()):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_")
+        out = common if i == 0 else Common(Path(common.out).parent / f"tsne-{slug}", common.argv, common.device)
+        tsne = TsneOptions([str(s.path) for s in runs], max_classes=opts.max_classes, max_images=opts.max_images)
+        drawn = run_tsne(tsne, out)
+        figures += drawn if i == 0 else [dataclasses.replace(f, key=f"{f.key}_{slug}") for f in drawn]
+    if len(by_dataset) > 1:
+        notes.append(f"The runs trained on {len(by_dataset)} datasets: a t-SNE for each ({', '.join(by_dataset)}).")
+    return figures
 
 
 def run_report(opts: ReportOptions, common: Common) -> Path:
@@ -201,7 +227,7 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
     if not any(s.layers_file for s in sources):
         notes.append("No layers.jsonl (not a clipfit-train run directory): no per-step curves.")
     figures += run_grad_cos(GradCosOptions(paths), sub["grad-cos"], sources, notes)
-    figures += run_channels(ChannelsOptions(paths), sub["channels"], sources)
+    figures += run_channels(ChannelsOptions(paths), sub["channels"], sources, notes)
 
     passes = [s for s in sources if s.cfg is not None]
     if opts.data_passes and passes:
@@ -213,9 +239,7 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         )
         per_class = PerClassOptions(runs_paths, max_images=opts.class_images)
         figures += run_per_class(per_class, sub["per-class"], passes)
-        figures += run_tsne(
-            TsneOptions(runs_paths, max_classes=opts.max_classes, max_images=opts.max_images), sub["tsne"]
-        )
+        figures += _tsne_per_dataset(passes, opts, sub["tsne"], notes)
         figures += run_rep_change(RepChangeOptions(runs_paths, max_images=opts.max_images), sub["rep-change"])
     elif not opts.data_passes:
         notes.append("Data passes skipped (--no-data-passes): no gradient screening, per-class, t-SNE or CKA.")
@@ -235,7 +259,8 @@ def run_report(opts: ReportOptions, common: Common) -> Path:
         ],
     )
     first_meta = sources[0].ckpt.meta
-    dataset = first_meta.get("dataset") or "a checkpoint"
+    datasets = list(dict.fromkeys(s.ckpt.meta.get("dataset") or "a checkpoint" for s in sources))
+    dataset = ", ".join(datasets)
     title = opts.title or (
         f"clipfit report: {len(set(config_of))} configurations ({len(sources)} runs) on {dataset}"
         if compare

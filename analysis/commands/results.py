@@ -127,7 +127,10 @@ def results_from_runs(runs: pd.DataFrame, published: bool, common: Common, signa
         raise AnalysisError("the results found hold no base-to-new, few-shot or transfer numbers")
     comparisons = [("self_check", self_check_table(runs), "Zero-shot self-check against published numbers")]
     if published:
-        comparisons.append(("paper", paper_table(kinds["base2new"][0]), "Against the paper's averages"))
+        # the report names methods by configuration ("clipfit λ=8"): the recipe each trained picks the paper's row
+        recipes = runs.groupby("method")["recipe"].unique()
+        recipes = {m: r[0] for m, r in recipes.items() if len(r) == 1}
+        comparisons.append(("paper", paper_table(kinds["base2new"][0], recipes), "Against the paper's averages"))
     for kind, table, title in comparisons:
         if table.empty:
             continue

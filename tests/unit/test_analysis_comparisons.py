@@ -243,3 +243,13 @@ def test_a_sweep_folder_stands_for_the_runs_under_it(tmp_path):
     (tmp_path / "a/seed1/eval/dtd/results.json").write_text("{}")
     found = find_runs([str(tmp_path / "b/seed1"), str(tmp_path)])
     assert found == [str(tmp_path / p) for p in ("b/seed1", "a/seed1", "a/seed2")]  # each once, eval/ left out
+
+
+def test_a_sweep_folder_whose_runs_were_all_named_before_adds_nothing(tmp_path):
+    # runs/sweep/a and then runs/sweep: the folder's only run is named already, the folder itself is no run
+    (tmp_path / "sweep/a").mkdir(parents=True)
+    (tmp_path / "sweep/a/checkpoint.safetensors").write_bytes(b"")
+    assert find_runs([str(tmp_path / "sweep/a"), str(tmp_path / "sweep")]) == [str(tmp_path / "sweep/a")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert find_runs([str(empty)]) == [str(empty)]  # nothing under it: as given (load_source names what lacks)

@@ -396,3 +396,23 @@ def test_self_check_and_paper_tables(tmp_path):
     zs_hm = 2 * 55.11 * 62.225 / (55.11 + 62.225)
     gain = paper.loc["clipfit − zero-shot"]
     assert gain["hm"] == pytest.approx(2 * 85 * 72 / 157 - zs_hm) and gain["published_hm"] == pytest.approx(7.27)
+
+
+def test_the_paper_table_of_a_comparison_report_finds_the_recipe_behind_a_configuration_label(tmp_path):
+    import pandas as pd
+
+    from analysis.commands.common import Common
+    from analysis.commands.results import results_from_runs
+
+    for dataset in ("dtd", "eurosat"):
+        _write_result(
+            tmp_path / "runs", f"{dataset}/1", dataset=dataset, setting="base2new", shots=16, seed=1, reg_weight=8.0,
+            metrics=_b2n(80.0, 70.0), zero_shot=_b2n(50.0, 60.0),
+        )  # fmt: skip
+    runs = read_runs(tmp_path / "runs")
+    runs["method"] = "clipfit λ=8"  # the report's comparison mode names each row by its configuration
+    output = results_from_runs(runs, True, Common(tmp_path / "out", []), [])
+    assert "results_paper" in [t.key for t in output.tables]
+    paper = pd.read_csv(tmp_path / "out" / "results_paper.csv").set_index("method")
+    assert paper.loc["clipfit λ=8", "published_method"] == "CLIPFit (paper)"
+    assert paper.loc["clipfit λ=8 − zero-shot", "published_hm"] == pytest.approx(7.27)

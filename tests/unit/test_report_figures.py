@@ -25,7 +25,7 @@ from clipfit.provenance import versions
 from figures.paper import PAPER_FINDING, against_fig5, against_paper
 from figures.param_change import caption_param_change
 from figures.report import ReportTable, write_report
-from figures.style import PAGE_WIDTH, PALETTE, SMALL, TEXT, TITLE, new_figure, power_of_ten, styled
+from figures.style import PAGE_WIDTH, PALETTE, SMALL, TEXT, TITLE, log_axis, new_figure, power_of_ten, styled
 from figures.training_curves import caption_training_curves, draw_training_curves
 from figures.tsne import OTHER_MARKERS, ClassStyle, class_styles, colour_rule, draw_tsne
 from tests.report_checks import assert_one_type_scale, displayed_font_sizes
@@ -89,6 +89,38 @@ def test_new_figure_never_exceeds_the_page_and_log_ticks_are_plain_text():
     assert PAGE_WIDTH * 96 <= 1150  # the page's column (figures.report.CONTENT_PX)
     labels = [power_of_ten(v) for v in (1e-12, 2e-4, 0.001, 0.01, 0.5, 1, 100, 1000, 3e5)]
     assert labels == ["10⁻¹²", "2×10⁻⁴", "10⁻³", "0.01", "0.5", "1", "100", "10³", "3×10⁵"]
+
+
+def test_minor_log_ticks_are_labelled_only_while_at_most_one_power_of_ten_is_in_view():
+    # what LogTicks' docstring says: the 2s and 5s only while at most one power of ten lies within the view
+    ax = new_figure(3, 2).subplots()
+    log_axis(ax)
+    minor = ax.yaxis.get_minor_formatter()
+    for (low, high), labelled in (((2, 8), True), ((0.5, 5), True), ((0.5, 20), False), ((0.003, 40), False)):
+        ax.set_ylim(low, high)
+        assert (minor(2.0), minor(5.0), minor(3.0)) == (("2", "5", "") if labelled else ("", "", "")), (low, high)
+    assert ax.yaxis.get_major_formatter()(10.0) == "10"
+
+
+def test_few_shot_panels_are_sized_from_the_page_not_capped_to_it(monkeypatch):
+    import figures.results
+
+    asked = []
+
+    def recording(width, height):
+        asked.append(width)
+        return new_figure(width, height)
+
+    monkeypatch.setattr(figures.results, "new_figure", recording)
+    for count in (1, 4, 6):
+        rows = [
+            {"method": m, "model": "clipfit-tiny", "pretrained": "w", "dataset": f"d{i}", "shots": k, "seeds": 1,
+             "acc_mean": 50.0 + k, "acc_std": float("nan"), "comparable": True, "source": ""}
+            for i in range(count) for m, k in (("zero-shot", 0), ("clipfit", 2), ("clipfit", 4))
+        ]  # fmt: skip
+        figures.results.draw_fewshot(pd.DataFrame(rows, columns=list(schemas.FEWSHOT)))
+    assert asked[0] == pytest.approx(3.8)  # one panel: as wide as it was
+    assert all(width <= PAGE_WIDTH for width in asked), asked  # 4 columns asked 13.4 in, capped silently
 
 
 # Two seeds of one configuration as clipfit's trainer logs them (steps 10 and 20), a validation row each, and rows
@@ -223,6 +255,21 @@ def test_the_tsne_caption_says_which_way_fine_tuning_moved_the_clusters():
         "worse by the other."
     )
     assert "worse by both" in against_fig5(better, {"x": zero})
+
+
+def test_a_measure_unchanged_as_printed_is_called_unchanged_not_worse():
+    zero = pd.Series({"knn_acc": 70.0, "silhouette": 0.20, "k": 5})
+    # the k-NN accuracy exactly equal, the silhouette up: better by one, the other unchanged
+    same_knn = pd.Series({"knn_acc": 70.0, "silhouette": 0.25, "k": 5})
+    assert against_fig5(zero, {"x": same_knn}).endswith(
+        "the silhouette 0.200 → 0.250: the classes separate better by the silhouette, the 5-NN accuracy unchanged."
+    )
+    # a difference below the printed precision (70.0% → 70.0%, 0.200 → 0.200) is no change either
+    tiny = pd.Series({"knn_acc": 70.01, "silhouette": 0.1999, "k": 5})
+    sentence = against_fig5(zero, {"x": tiny})
+    assert sentence.endswith("the classes separate as before by both (unchanged at this precision).")
+    down = pd.Series({"knn_acc": 65.0, "silhouette": 0.20, "k": 5})
+    assert "separate worse by the 5-NN accuracy, the silhouette unchanged" in against_fig5(zero, {"x": down})
 
 
 def _run(seconds: float | None) -> SimpleNamespace:
