@@ -40,7 +40,7 @@ docs: $(STAMP)
 	$(BIN)/python -m clipfit.data.docs docs/datasets.md
 
 # The recipe comparison of README "Results": every recipe, base-to-new on the shapes world, 16 shots,
-# seeds 1-3 in fp32 (about 2 hours on 2 cores), then the aggregated table and figures written into README.md.
+# seeds 1-3 in fp32 (about 1.5 hours on 2 cores), then the aggregated table and figures written into README.md.
 COMPARE_RECIPES := clipfit clipfit-text clipfit-image clipfit-fc bitfit ln-tuning full coop cocoop kgcoop maple \
 	clip-adapter linear-probe
 compare: $(STAMP)

@@ -32,12 +32,12 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import queue
 import signal
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from multiprocessing import connection
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +263,7 @@ def _worker(
             cell = replace(cell, config={**cell.config, "device": device})
         outcome = runner(cell, options)
         outcome.where = f"worker {wid}" + (f" on {device}" if device else "")
-        results.put((wid, outcome))
+        results.send((wid, outcome))  # this worker's own pipe (see LocalPool.run)
 
 
 @dataclass
@@ -272,6 +272,7 @@ class _Slot:
     device: str | None
     process: Any = None
     tasks: Any = None
+    results: Any = None  # the receiving end of the worker's pipe
     cell: Cell | None = None
 
 
@@ -309,21 +310,24 @@ class LocalPool:
     def run(self, cells: Sequence[Cell], options: CellOptions) -> list[CellOutcome]:
         ctx = self._context or multiprocessing.get_context("spawn")  # fork after torch threads is unsafe
         threads = self.threads or _omp_threads() or max(1, available_cpus() // self.workers)
-        results = ctx.Queue()
         slots = [_Slot(i, self.devices[i] if self.devices else None) for i in range(min(self.workers, len(cells)))]
         progress, waiting, fatal = Progress(cells), list(cells), None
         level = _console_level()
         by_index = {c.index: c for c in cells}
 
         def start(slot: _Slot) -> None:
+            # A queue and a pipe of its own per worker: a worker killed while it writes (out of memory, kill -9)
+            # can leave a shared queue's write lock taken forever, which would hang every other worker's results.
             slot.tasks = ctx.Queue()
+            slot.results, send = ctx.Pipe(duplex=False)
             slot.process = ctx.Process(
                 target=_worker,
-                args=(slot.wid, slot.device, threads, slot.tasks, results, options, level, self.runner),
+                args=(slot.wid, slot.device, threads, slot.tasks, send, options, level, self.runner),
                 name=f"clipfit-sweep-worker-{slot.wid}",
                 daemon=True,
             )
             slot.process.start()
+            send.close()  # the worker holds the sending end: its death reads as end-of-file here
 
         def dispatch(slot: _Slot) -> None:
             slot.cell = waiting.pop(0) if waiting and fatal is None else None
@@ -340,29 +344,30 @@ class LocalPool:
                 start(slot)
                 dispatch(slot)
             while any(s.cell is not None for s in slots):
-                try:
-                    wid, outcome = results.get(timeout=self.poll_s)
-                except queue.Empty:
-                    for slot in slots:
-                        if slot.cell is not None and not slot.process.is_alive():
+                busy = [s for s in slots if s.cell is not None]
+                ready = set(connection.wait([s.results for s in busy], timeout=self.poll_s))
+                for slot in busy:
+                    outcome = None
+                    if slot.results in ready:
+                        try:
+                            _, outcome = slot.results.recv()
+                        except (EOFError, OSError):  # the worker died (before or while sending)
+                            slot.process.join(timeout=5)
+                    if outcome is None:
+                        if not slot.process.is_alive():
                             self._lost(slot, progress)
                             start(slot)
                             dispatch(slot)
-                    continue
-                slot = slots[wid]
-                if slot.cell is None or slot.cell.index != outcome.index:
-                    # a late result of a worker that died after sending it: its cell was already ended as lost and
-                    # the slot runs another one now (dispatching here would forget that one)
-                    continue
-                cell = by_index[outcome.index]
-                if outcome.data_error:  # its other cells would fail alike: skip those not yet started
-                    for other in [c for c in waiting if c.dataset == cell.dataset]:
-                        waiting.remove(other)
-                        progress.end(other, CellOutcome(other.index, "skipped", note="skipped: data error above"))
-                if outcome.fatal:
-                    fatal = outcome.error
-                progress.end(cell, outcome)
-                dispatch(slot)
+                        continue
+                    cell = by_index[outcome.index]
+                    if outcome.data_error:  # its other cells would fail alike: skip those not yet started
+                        for other in [c for c in waiting if c.dataset == cell.dataset]:
+                            waiting.remove(other)
+                            progress.end(other, CellOutcome(other.index, "skipped", note="skipped: data error above"))
+                    if outcome.fatal:
+                        fatal = outcome.error
+                    progress.end(cell, outcome)
+                    dispatch(slot)
         finally:
             for slot in slots:
                 if slot.process is not None and slot.process.is_alive():
