@@ -13,6 +13,7 @@ files it was drawn from, and the sidecar, in that order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from matplotlib.figure import Figure
 from analysis.outputs import OutputDir
 from figures.report import ReportFigure
 from figures.style import save_figure
+
+logger = logging.getLogger(__name__)
 
 
 def write_figure(
@@ -69,3 +72,10 @@ def announce(figures: Sequence[ReportFigure]) -> None:
     """Print where each figure and its data went."""
     for fig in figures:
         print(f"{fig.title}: {fig.png} (+ {', '.join(p.name for p in [fig.svg, *fig.data])})")
+
+
+def note_left_out(message: str, notes: list[str] | None) -> None:
+    """A section that leaves some runs out says so: in the log, and in the report's notes when it is part of one."""
+    logger.warning("%s", message)
+    if notes is not None:
+        notes.append(message)

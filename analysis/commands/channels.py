@@ -7,21 +7,18 @@ top 1% and 10% of its channels and a Gini coefficient; per channel d_i = theta1_
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import pandas as pd
 
 from analysis.channels import channel_tables, vector_names
-from analysis.commands.bundle import announce, write_figure
+from analysis.commands.bundle import announce, note_left_out, write_figure
 from analysis.commands.common import Common, load_sources
 from analysis.errors import AnalysisError
 from analysis.outputs import OutputDir
 from analysis.sources import Source, configurations, default_labels
 from figures.channels import caption_channels, draw_channels, finding_channels
 from figures.report import ReportFigure
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,9 +53,7 @@ def run_channels(
             f"No 1-D tensor (LayerNorm gain or bias, bias vector) among the trained tensors of {', '.join(skipped)} "
             "(e.g. a prompt context or adapter matrices): no channels for them."
         )
-        logger.warning("%s", message)
-        if notes is not None:
-            notes.append(message)
+        note_left_out(message, notes)
     if not kept:
         if notes is None:
             raise AnalysisError("no 1-D tensors (LayerNorm gains and biases, biases) among the compared tensors")

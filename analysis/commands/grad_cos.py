@@ -8,12 +8,11 @@ they are named and skipped.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.commands.bundle import announce, write_figure
+from analysis.commands.bundle import announce, note_left_out, write_figure
 from analysis.commands.common import Common, load_sources
 from analysis.errors import AnalysisError
 from analysis.grad_cos import grad_cos_steps, grad_cos_summary, has_grad_cos
@@ -22,8 +21,6 @@ from analysis.sources import Source, configurations, default_labels
 from clipfit.rundir import read_jsonl
 from figures.grad_cos import caption_grad_cos, draw_grad_cos, finding_grad_cos
 from figures.report import ReportFigure
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,9 +51,7 @@ def run_grad_cos(
             f"No grad_cos in the layers.jsonl of {', '.join(skipped)} (runs written before clipfit logged it, or "
             "no run directory): no gradient-consistency curves for them."
         )
-        logger.warning("%s", message)
-        if notes is not None:
-            notes.append(message)
+        note_left_out(message, notes)
     if not frames:
         if notes is None and not opts.checkpoints:
             raise AnalysisError("nothing to analyse: give run directories")

@@ -9,12 +9,11 @@ skipped.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.commands.bundle import announce, write_figure
+from analysis.commands.bundle import announce, note_left_out, write_figure
 from analysis.commands.common import Common, load_sources
 from analysis.errors import AnalysisError
 from analysis.outputs import OutputDir
@@ -23,8 +22,6 @@ from analysis.training_curves import training_curve_configs, training_curves
 from clipfit.rundir import read_jsonl
 from figures.report import ReportFigure
 from figures.training_curves import caption_training_curves, draw_training_curves, finding_training_curves
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,9 +54,7 @@ def run_training_curves(
         read.append(source)
     if skipped:
         message = f"No metrics.jsonl rows in {', '.join(skipped)} (not a clipfit-train run directory?): no curves."
-        logger.warning("%s", message)
-        if notes is not None:
-            notes.append(message)
+        note_left_out(message, notes)
     if not frames:
         if notes is None:
             raise AnalysisError("no metrics.jsonl in the given runs: nothing to draw")
