@@ -223,7 +223,11 @@ def _results(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", metavar="RUN_ROOT", help="folder searched recursively for results.json")
     p.add_argument("--readme", metavar="FILE", help="rewrite the generated results block of this Markdown file")
     p.add_argument("--readme-figures", default="docs/figures", help="where --readme copies its figures")
-    p.add_argument("--published", action="store_true", help="add the published ViT-B/16 numbers (PAPER.md 8)")
+    p.add_argument(
+        "--published",
+        action="store_true",
+        help="add the published ViT-B/16 numbers (as the ClipFit paper reports them)",
+    )
     _common(p, "results")
 
 

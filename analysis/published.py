@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 PUBLISHED_DATASET = "Average (11 datasets, paper)"
-PUBLISHED_SOURCE = "published, ViT-B/16 (PAPER.md section 8)"
+PUBLISHED_SOURCE = "published, ViT-B/16 (the ClipFit paper)"
 # Per-dataset published zero-shot numbers come from each run's self-check (clipfit.reference).
 PUBLISHED_ZERO_SHOT = "zero-shot CLIP (published)"
 PUBLISHED_ZERO_SHOT_SOURCE = "published zero-shot of the run's model (clipfit.reference; PAPER.md section 8)"

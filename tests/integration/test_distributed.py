@@ -120,7 +120,12 @@ def test_two_gloo_processes_train_what_one_process_trains_and_only_rank_0_writes
         torch.testing.assert_close(b.final[name], a.final[name], rtol=1e-5, atol=1e-6, msg=name)
 
     # Logged losses and accuracies are over the global batch, not rank 0's half of it.
-    m1, m2 = _jsonl(one / "metrics.jsonl"), _jsonl(two / "metrics.jsonl")
+    rows1, rows2 = _jsonl(one / "metrics.jsonl"), _jsonl(two / "metrics.jsonl")
+    # folder: data validates every epoch: the val_acc rows of both are the same (sharded validation)
+    v1, v2 = ([m for m in rows if "val_acc" in m] for rows in (rows1, rows2))
+    assert [m["step"] for m in v1] == [m["step"] for m in v2] == [3, 6]
+    assert [m["val_acc"] for m in v2] == pytest.approx([m["val_acc"] for m in v1])
+    m1, m2 = ([m for m in rows if "loss" in m] for rows in (rows1, rows2))
     assert [m["step"] for m in m1] == [m["step"] for m in m2] == list(range(1, 7))  # 24 images / 8 x 2 epochs
     for x, y in zip(m1, m2, strict=True):
         assert x["acc"] == y["acc"] and x["lr"] == y["lr"]
