@@ -40,17 +40,6 @@ _LABEL = {
 _FIRST = ("recipe", "reg_weight", "name", "pretrained", "dataset", "shots", "epochs", "lr")
 
 
-def flatten(settings: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """Nested settings as {key path: value} (lists become tuples, so values can be compared and hashed)."""
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, Mapping):
-            out.update(flatten(value, (*prefix, key)))
-        else:
-            out[(*prefix, key)] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
 def configuration_key(settings: Mapping[tuple[str, ...], Any], neutral: set[tuple[str, ...]]) -> tuple:
     """The hashable configuration of one run's flattened settings (seed and ``neutral`` settings left out)."""
     return tuple(sorted((k, repr(v)) for k, v in settings.items() if k not in neutral | NOT_CONFIGURATION))

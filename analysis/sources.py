@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from analysis.configs import configuration_labels, flatten
+from analysis.configs import configuration_labels
 from analysis.dassl import DasslCheckpoint, looks_like_dassl, read_dassl_checkpoint
 from analysis.errors import AnalysisError
 from clipfit.checkpoint import Checkpoint, CheckpointError
-from clipfit.config import RunConfig, resolve
+from clipfit.config import RunConfig, flatten_settings, resolve
 from clipfit.errors import ClipfitError
 from clipfit.models import build_model
 from clipfit.provenance import signature
@@ -90,7 +90,7 @@ class Source:
             flat[("model", "pretrained")] = meta.get("pretrained")
             flat[("file",)] = meta.get("compared") or meta.get("file") or str(self.path)
             return flat
-        flat = flatten(self.cfg.to_dict())
+        flat = flatten_settings(self.cfg.to_dict())
         flat[("optim", "reg_weight")] = self.reg_weight
         flat[("precision",)] = meta.get("precision", flat.get(("precision",)))
         return flat

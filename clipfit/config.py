@@ -15,6 +15,7 @@ import logging
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,6 +87,18 @@ class OptimConfig:
 _LEGACY_HEAD_OPTIONS = {"coop_n_ctx": "coop_ctx"}
 # config.json files written before --train-cache existed: those runs cropped their views from the crop-size cache
 _LEGACY_TRAIN_CACHE = "crop-size"
+
+
+def flatten_settings(settings: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Nested settings (``RunConfig.to_dict()``) as {key path: value}; lists become tuples, so values can be compared
+    and hashed (the run directory's settings check, --resume's, and the analyses' configurations use it)."""
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_settings(value, (*prefix, key)))
+        else:
+            out[(*prefix, key)] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from clipfit.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
-from clipfit.config import RunConfig, resolve
+from clipfit.config import RunConfig, flatten_settings, resolve
 from clipfit.data.registry import dataset_slug
 from clipfit.errors import ConfigError, RunError
 from clipfit.files import append_text, atomic_write_text, remove_temp_files
@@ -173,16 +173,6 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunError(f"{path} is not a JSON object: it was not written by clipfit-train")
     return data
-
-
-def flatten_settings(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out: dict[tuple[str, ...], Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten_settings(v, (*prefix, k)))
-        else:
-            out[(*prefix, k)] = v
-    return out
 
 
 class _RunLogHandler(logging.FileHandler):

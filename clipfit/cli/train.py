@@ -228,7 +228,8 @@ def _launcher(args: argparse.Namespace, env: DistEnv):
 def _refuse_changed_settings(run_dir: Path, cfg: RunConfig, args: argparse.Namespace) -> None:
     """--resume with a flag that would change the results (--lr, --epochs, --eval-decoder, ...) and a value other
     than the run's: refused, naming each, instead of silently training on with the stored value."""
-    from clipfit.rundir import RESULT_NEUTRAL, RunError, flatten_settings
+    from clipfit.config import flatten_settings
+    from clipfit.rundir import RESULT_NEUTRAL, RunError
 
     given = flatten_settings(config_from_args(args).to_dict())
     default = flatten_settings(RunConfig().to_dict())
